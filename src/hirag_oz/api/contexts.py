@@ -1,0 +1,133 @@
+"""Routes over the context store: /api/v1/contexts..."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query, Request
+
+from hirag_oz.api.schemas import (
+    BatchStoreRequest,
+    BatchStoreResponse,
+    ClearedResponse,
+    ClearRequest,
+    ContextOut,
+    DeletedResponse,
+    DeleteRequest,
+    ErrorBody,
+    PatchContextRequest,
+    SearchRequest,
+    SearchResponse,
+    StoreContextRequest,
+    StoreContextResponse,
+)
+from hirag_oz.memory.levels import Level
+from hirag_oz.memory.manager import HiRAG
+from hirag_oz.memory.models import DEFAULT_AGENT, NewContext
+from hirag_oz.store.filters import parse_filter
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorBody},
+    404: {"model": ErrorBody},
+    422: {"model": ErrorBody},
+}
+
+router = APIRouter(prefix="/api/v1/contexts", tags=["contexts"], responses=_ERRORS)
+
+
+def _memory(request: Request) -> HiRAG:
+    memory: HiRAG = request.app.state.memory
+    return memory
+
+
+def _new(item: StoreContextRequest) -> NewContext:
+    return NewContext(
+        text=item.text,
+        level=item.level,
+        agent_id=item.agent_id or DEFAULT_AGENT,
+        session_id=item.session_id,
+        user_id=item.user_id,
+        metadata=item.metadata or {},
+        timestamp=item.timestamp,
+    )
+
+
+@router.post("", status_code=201, response_model=StoreContextResponse)
+def store_context(body: StoreContextRequest, request: Request) -> StoreContextResponse:
+    """Store one context; 201 means it is durable."""
+    ref = _memory(request).store_many([_new(body)])[0]
+    return StoreContextResponse(id=ref.id, token_count=ref.token_count, level=ref.level.value)
+
+
+@router.post("/batch", status_code=201, response_model=BatchStoreResponse)
+def store_batch(body: BatchStoreRequest, request: Request) -> BatchStoreResponse:
+    """Store many contexts with one embedding batch and one write per level."""
+    refs = _memory(request).store_many([_new(item) for item in body.items])
+    return BatchStoreResponse(ids=[r.id for r in refs], token_counts=[r.token_count for r in refs])
+
+
+@router.post("/search", response_model=SearchResponse)
+def search_contexts(body: SearchRequest, request: Request) -> dict[str, object]:
+    """The most relevant contexts that fit `max_tokens`, sorted by score."""
+    result = _memory(request).search(
+        body.query,
+        body.max_tokens,
+        levels=body.levels,
+        agent_id=body.agent_id or DEFAULT_AGENT,
+        session_id=body.session_id,
+        user_id=body.user_id,
+        filters=parse_filter(body.filters),
+        as_of=body.as_of,
+    )
+    return result.to_dict()
+
+
+@router.post("/delete", response_model=DeletedResponse)
+def delete_by_body(body: DeleteRequest, request: Request) -> DeletedResponse:
+    _memory(request).delete(body.id)
+    return DeletedResponse(id=body.id, deleted=True)
+
+
+@router.post("/clear", response_model=ClearedResponse)
+def clear_level(
+    request: Request, body: Annotated[ClearRequest | str, Body(examples=["ShortTerm"])]
+) -> ClearedResponse:
+    """Delete a level's items (only `agent_id`'s when given). The body may be a bare string."""
+    level, agent = (body, None) if isinstance(body, str) else (body.level, body.agent_id)
+    memory = _memory(request)
+    cleared = memory.clear_level(level, agent_id=agent)
+    return ClearedResponse(level=Level.parse(level).value, cleared=cleared)
+
+
+@router.get("/{context_id}", response_model=ContextOut)
+def get_context(
+    context_id: str, request: Request, agent_id: Annotated[str | None, Query()] = None
+) -> dict[str, object]:
+    return _memory(request).get(context_id, agent_id=agent_id).to_dict()
+
+
+@router.patch("/{context_id}", response_model=ContextOut)
+def patch_context(
+    context_id: str,
+    body: PatchContextRequest,
+    request: Request,
+    agent_id: Annotated[str | None, Query()] = None,
+) -> dict[str, object]:
+    """Change text (re-embedded), merge metadata, move to another level."""
+    context = _memory(request).update(
+        context_id,
+        text=body.text,
+        metadata=body.metadata,
+        level=body.level,
+        timestamp=body.timestamp,
+        agent_id=agent_id,
+    )
+    return context.to_dict()
+
+
+@router.delete("/{context_id}", response_model=DeletedResponse)
+def delete_context(
+    context_id: str, request: Request, agent_id: Annotated[str | None, Query()] = None
+) -> DeletedResponse:
+    _memory(request).delete(context_id, agent_id=agent_id)
+    return DeletedResponse(id=context_id, deleted=True)

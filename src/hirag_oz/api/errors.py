@@ -1,0 +1,77 @@
+"""Every error leaves the service as `{code, message, details}`; mapped here and only here."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hirag_oz.errors import HiragError
+
+logger = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "VALIDATION_ERROR",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "VALIDATION_ERROR",
+    429: "RATE_LIMIT",
+}
+
+
+def envelope(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        status_code=status, content={"code": code, "message": message, "details": details or {}}
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HiragError)
+    async def _hirag(_: Request, exc: HiragError) -> JSONResponse:
+        if exc.status >= 500:
+            logger.warning("request failed: %s %s", exc.code, exc.message)
+        return envelope(exc.status, exc.code, exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return envelope(400, "VALIDATION_ERROR", "request body is not valid JSON")
+        fields = [
+            {
+                "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
+                "message": e.get("msg", ""),
+                "type": e.get("type", ""),
+            }
+            for e in errors
+        ]
+        return envelope(
+            422, "VALIDATION_ERROR", "request does not match the schema", {"errors": fields}
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(
+            exc.status_code, "INTERNAL_ERROR" if exc.status_code >= 500 else "ERROR"
+        )
+        return envelope(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        request_id = uuid.uuid4().hex
+        logger.error("unexpected error %s: %r", request_id, exc, exc_info=exc)
+        return envelope(
+            500, "INTERNAL_ERROR", "unexpected server error", {"request_id": request_id}
+        )

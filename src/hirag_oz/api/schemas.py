@@ -1,0 +1,122 @@
+"""Request and response models of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_LEVEL_DOC = "Immediate | ShortTerm | LongTerm (aliases L1, L2, L3, snake_case)"
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoreContextRequest(_Request):
+    text: str = Field(..., description="The text to remember.", examples=["User prefers dark mode"])
+    level: str = Field("ShortTerm", description=_LEVEL_DOC)
+    agent_id: str | None = Field(None, description="Tenant/agent scope; default 'default'.")
+    session_id: str | None = None
+    user_id: str | None = None
+    metadata: dict[str, Any] | None = Field(
+        None, description="Native JSON, filterable as metadata.<key>."
+    )
+    timestamp: datetime | float | None = Field(
+        None, description="When the event happened (ISO 8601 or epoch seconds); default now."
+    )
+
+
+class StoreContextResponse(BaseModel):
+    id: str
+    token_count: int
+    level: str
+
+
+class BatchStoreRequest(_Request):
+    items: list[StoreContextRequest] = Field(..., min_length=1, max_length=1000)
+
+
+class BatchStoreResponse(BaseModel):
+    ids: list[str]
+    token_counts: list[int]
+
+
+class SearchRequest(_Request):
+    query: str = Field(..., examples=["What does the user prefer?"])
+    max_tokens: int = Field(..., ge=1, description="Token budget for the returned contexts.")
+    levels: list[str] | None = Field(
+        None, description=f"Levels to search ({_LEVEL_DOC}); default all."
+    )
+    agent_id: str | None = None
+    session_id: str | None = None
+    user_id: str | None = None
+    filters: dict[str, Any] | None = Field(
+        None,
+        description='Qdrant-shaped: {"must"|"should"|"must_not": [{"key": "metadata.topic", '
+        '"match": v} | {"key": k, "range": {"gte", "lte", "gt", "lt"}}]}',
+    )
+    as_of: datetime | float | None = Field(None, description="Recency reference time; default now.")
+
+
+class ContextOut(BaseModel):
+    id: str
+    text: str
+    level: str
+    relevance_score: float | None
+    similarity: float | None
+    token_count: int
+    timestamp: str
+    stored_at: str
+    agent_id: str
+    session_id: str | None
+    user_id: str | None
+    access_count: int
+    metadata: dict[str, Any]
+
+
+class SearchMetadata(BaseModel):
+    level_distribution: dict[str, int]
+    avg_relevance: float
+    total_searched: int
+    skipped_malformed: int
+
+
+class SearchResponse(BaseModel):
+    contexts: list[ContextOut]
+    total_tokens: int
+    retrieval_time_ms: float
+    metadata: SearchMetadata
+
+
+class PatchContextRequest(_Request):
+    text: str | None = None
+    metadata: dict[str, Any] | None = Field(None, description="Merged; a null value removes a key.")
+    level: str | None = Field(None, description=f"Move to this level ({_LEVEL_DOC}).")
+    timestamp: datetime | float | None = None
+
+
+class DeleteRequest(_Request):
+    id: str
+
+
+class ClearRequest(_Request):
+    level: str
+    agent_id: str | None = Field(None, description="Clear only this agent's items; default all.")
+
+
+class DeletedResponse(BaseModel):
+    id: str
+    deleted: bool
+
+
+class ClearedResponse(BaseModel):
+    level: str
+    cleared: int
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,219 @@
+"""The `hirag-oz` command line: serve, ingest, search, stats."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hirag_oz.config import Settings, load_settings
+from hirag_oz.errors import HiragError
+from hirag_oz.memory.models import NewContext
+
+
+def _settings(ctx: click.Context, **server: Any) -> Settings:
+    overrides = {"server": {k: v for k, v in server.items() if v is not None}}
+    return load_settings(ctx.obj.get("config"), **overrides)
+
+
+@click.group()
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML config file (default: $HIRAG_CONFIG).",
+)
+@click.version_option(package_name="hirag-oz")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None) -> None:
+    """hirag-oz: context and memory for LLM agents."""
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config
+
+
+def _data_dir_option(fn: Any) -> Any:
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Where the embedded store keeps its data (default: ./data).",
+    )(fn)
+
+
+@cli.command()
+@_data_dir_option
+@click.option("--host", default=None, help="Bind address (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 8081).")
+@click.pass_context
+def serve(ctx: click.Context, data_dir: Path | None, host: str | None, port: int | None) -> None:
+    """Run the HTTP service."""
+    settings = _settings(ctx, data_dir=data_dir, host=host, port=port)
+    logging.basicConfig(level=settings.logging.level.upper())
+    run_server(settings)
+
+
+def run_server(settings: Settings) -> None:
+    """Serve until SIGTERM/SIGINT, then finish in-flight requests, close the store, return."""
+    import contextlib
+    import signal
+
+    import uvicorn
+
+    from hirag_oz.api.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings), host=settings.server.host, port=settings.server.port, log_level="info"
+    )
+    server = uvicorn.Server(config)
+
+    def stop(signum: int, _frame: object) -> None:
+        server.should_exit = True
+
+    # uvicorn re-raises the signal after its own graceful shutdown, which makes the process
+    # die by SIGTERM; handling it here lets a clean shutdown exit with status 0.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server.run()
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise click.ClickException(f"{path}:{number}: not JSON ({exc.msg})") from None
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_data_dir_option
+@click.option("--level", default="ShortTerm", show_default=True, help="Level when a line has none.")
+@click.option(
+    "--agent-id", default="default", show_default=True, help="Agent when a line has none."
+)
+@click.option("--batch-size", type=click.IntRange(1, 1000), default=128, show_default=True)
+@click.pass_context
+def ingest(
+    ctx: click.Context,
+    file: Path,
+    data_dir: Path | None,
+    level: str,
+    agent_id: str,
+    batch_size: int,
+) -> None:
+    """Store every line of a JSONL FILE: {"text", "level"?, "agent_id"?, "session_id"?,
+    "user_id"?, "metadata"?, "timestamp"?}."""
+    from rich.progress import Progress
+
+    from hirag_oz.factory import build_memory
+
+    rows = list(_read_jsonl(file))
+    items: list[NewContext] = []
+    for number, row in rows:
+        if not isinstance(row, dict) or "text" not in row:
+            raise click.ClickException(f"{file}:{number}: a line needs a 'text' field")
+        items.append(
+            NewContext(
+                text=row["text"],
+                level=row.get("level", level),
+                agent_id=row.get("agent_id", agent_id),
+                session_id=row.get("session_id"),
+                user_id=row.get("user_id"),
+                metadata=row.get("metadata") or {},
+                timestamp=row.get("timestamp"),
+            )
+        )
+    memory = build_memory(_settings(ctx, data_dir=data_dir))
+    stored = 0
+    try:
+        with Progress(transient=False) as progress:
+            task = progress.add_task(f"ingesting {file.name}", total=len(items))
+            for start in range(0, len(items), batch_size):
+                chunk = items[start : start + batch_size]
+                try:
+                    memory.store_many(chunk)
+                except HiragError as exc:
+                    line = rows[start][0]
+                    raise click.ClickException(
+                        f"batch starting at line {line}: {exc.message}"
+                    ) from None
+                stored += len(chunk)
+                progress.update(task, advance=len(chunk))
+    finally:
+        memory.close()
+    click.echo(f"stored {stored} contexts")
+
+
+@cli.command()
+@click.argument("query")
+@_data_dir_option
+@click.option("--max-tokens", type=int, default=1000, show_default=True)
+@click.option("--level", "levels", multiple=True, help="Level to search (repeatable).")
+@click.option("--agent-id", default="default", show_default=True)
+@click.option("--session-id", default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+@click.pass_context
+def search(
+    ctx: click.Context,
+    query: str,
+    data_dir: Path | None,
+    max_tokens: int,
+    levels: tuple[str, ...],
+    agent_id: str,
+    session_id: str | None,
+    as_json: bool,
+) -> None:
+    """Search stored contexts for QUERY within a token budget."""
+    from hirag_oz.factory import build_memory
+
+    memory = build_memory(_settings(ctx, data_dir=data_dir))
+    try:
+        result = memory.search(
+            query,
+            max_tokens,
+            levels=list(levels) or None,
+            agent_id=agent_id,
+            session_id=session_id,
+        )
+    finally:
+        memory.close()
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        return
+    for c in result.contexts:
+        click.echo(f"{c.relevance_score:.3f}  {c.level.value:<9}  {c.id}  {c.text}")
+    click.echo(f"{len(result.contexts)} contexts, {result.total_tokens} tokens")
+
+
+@cli.command()
+@_data_dir_option
+@click.pass_context
+def stats(ctx: click.Context, data_dir: Path | None) -> None:
+    """Counts per level and the models in use."""
+    from hirag_oz.factory import build_memory
+
+    memory = build_memory(_settings(ctx, data_dir=data_dir))
+    try:
+        click.echo(json.dumps(memory.stats(), indent=2))
+    finally:
+        memory.close()
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except HiragError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""One settings model: a TOML file, then `HIRAG_<SECTION>__<KEY>` environment overrides.
+
+Precedence, highest first: explicit keyword arguments, environment, the TOML file, defaults.
+The file is taken from `--config`, else `HIRAG_CONFIG`, else none. `HIRAG_API_KEYS`
+(comma-separated) sets `server.api_keys`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from hirag_oz.errors import ConfigurationError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8081, ge=1, le=65535)
+    data_dir: Path = Path("./data")
+    max_body_size_mb: int = Field(10, ge=1, le=1024)
+    api_keys: list[SecretStr] = Field(default_factory=list)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+
+class VectorDbSettings(_Section):
+    url: str | None = None
+    api_key: SecretStr | None = None
+    timeout_secs: float = Field(30.0, gt=0, le=300)
+    tls_verify: bool = True
+    collection_prefix: str = Field("contexts", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    distance: Literal["Cosine", "Dot", "Euclid"] = "Cosine"
+    optimize_after_points: int = Field(5000, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if (
+            value is not None
+            and value != ":memory:"
+            and not value.startswith(("http://", "https://"))
+        ):
+            raise ValueError("must start with http:// or https:// (or be ':memory:')")
+        return value or None
+
+
+class EmbeddingSettings(_Section):
+    provider: Literal["local", "openai"] = "local"
+    api_url: str | None = None
+    api_key: SecretStr | None = None
+    model: str = "all-MiniLM-L6-v2"
+    dimensions: int | None = Field(None, ge=1, le=8192)
+    batch_size: int = Field(64, ge=1, le=2048)
+    timeout_secs: float = Field(30.0, gt=0, le=300)
+    max_retries: int = Field(3, ge=0, le=10)
+    cache_enabled: bool = True
+    cache_size: int = Field(10_000, ge=1)
+    cache_ttl_secs: float = Field(3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _remote_needs_url(self) -> EmbeddingSettings:
+        if self.provider == "openai" and not (
+            self.api_url and self.api_url.startswith(("http://", "https://"))
+        ):
+            raise ValueError("embedding.api_url must be an http(s) URL when provider = 'openai'")
+        return self
+
+
+class RankingWeights(_Section):
+    similarity: float = Field(0.5, ge=0, le=1)
+    recency: float = Field(0.2, ge=0, le=1)
+    level: float = Field(0.2, ge=0, le=1)
+    frequency: float = Field(0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> RankingWeights:
+        total = self.similarity + self.recency + self.level + self.frequency
+        if not math.isclose(total, 1.0, abs_tol=0.01):
+            raise ValueError(f"ranking weights must sum to 1.0 (got {total:.3f})")
+        return self
+
+
+class LevelAllocation(_Section):
+    immediate: float = Field(0.3, ge=0, le=1)
+    short_term: float = Field(0.4, ge=0, le=1)
+    long_term: float = Field(0.3, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> LevelAllocation:
+        total = self.immediate + self.short_term + self.long_term
+        if not math.isclose(total, 1.0, abs_tol=0.01):
+            raise ValueError(f"level allocations must sum to 1.0 (got {total:.3f})")
+        return self
+
+
+class HiragSettings(_Section):
+    l1_size: int = Field(20, ge=1, le=10_000)
+    l2_ttl_secs: float = Field(86_400.0, gt=0)
+    l3_ttl_secs: float | None = Field(None, gt=0)
+    l2_expiry: Literal["consolidate", "expire"] = "consolidate"
+    maintenance_enabled: bool = True
+    maintenance_interval_secs: float = Field(60.0, gt=0)
+    max_text_chars: int = Field(32_768, ge=1)
+    max_query_tokens: int = Field(100_000, ge=1)
+    relevance_threshold: float = Field(0.05, ge=0, le=1)
+    min_contexts_per_level: int = Field(1, ge=0, le=100)
+    candidates_per_level: int = Field(200, ge=1, le=2000)
+    hybrid_alpha: float = Field(0.7, ge=0, le=1)
+    weights: RankingWeights = Field(default_factory=RankingWeights)
+    allocation: LevelAllocation = Field(default_factory=LevelAllocation)
+    metadata_indexes: dict[str, Literal["keyword", "integer", "float", "bool"]] = Field(
+        default_factory=dict
+    )
+
+
+class TokenBudgetSettings(_Section):
+    system_tokens: int = Field(700, ge=0)
+    running_brief: int = Field(1200, ge=0)
+    recent_turns: int = Field(450, ge=0)
+    retrieved_context: int = Field(3750, ge=0)
+    completion: int = Field(1000, ge=0)
+    max_total: int = Field(8000, ge=1)
+
+    @model_validator(mode="after")
+    def _slots_fit(self) -> TokenBudgetSettings:
+        total = (
+            self.system_tokens
+            + self.running_brief
+            + self.recent_turns
+            + self.retrieved_context
+            + self.completion
+        )
+        if total > self.max_total:
+            raise ValueError(f"slots sum to {total}, more than max_total {self.max_total}")
+        return self
+
+
+class TokenEstimatorSettings(_Section):
+    kind: Literal["tiktoken", "words"] = "tiktoken"
+    tokens_per_word: float = Field(1.3, gt=0)
+
+
+class SummarizerSettings(_Section):
+    endpoint: str | None = None
+    api_key: SecretStr | None = None
+    model: str = "gpt-4o-mini"
+    timeout_secs: float = Field(30.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10)
+    temperature: float = Field(0.2, ge=0, le=2)
+
+
+class RateLimitSettings(_Section):
+    enabled: bool = True
+    requests_per_minute: int = Field(600, ge=1)
+    burst: int = Field(100, ge=0)
+    storage_uri: str = "memory://"
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+
+class VisionSettings(_Section):
+    engine: Literal["tesseract", "rapidocr", "deepseek"] = "tesseract"
+    render_dpi: int = Field(200, ge=50, le=600)
+    allowed_paths: list[Path] = Field(default_factory=list)
+    max_regions_per_request: int = Field(16, ge=1, le=256)
+    default_fidelity: Literal["1x", "5x", "10x", "20x"] = "10x"
+
+
+class FactsSettings(_Section):
+    confidence_threshold: float = Field(0.8, ge=0, le=1)
+    max_facts_per_query: int = Field(100, ge=1, le=10_000)
+    functional_predicates: list[str] = Field(default_factory=list)
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
+class Settings(BaseSettings):
+    """Every setting of the service, validated at load."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HIRAG_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        nested_model_default_partial_update=True,
+    )
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    vector_db: VectorDbSettings = Field(default_factory=VectorDbSettings)
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    hirag: HiragSettings = Field(default_factory=HiragSettings)
+    token_budget: TokenBudgetSettings = Field(default_factory=TokenBudgetSettings)
+    token_estimator: TokenEstimatorSettings = Field(default_factory=TokenEstimatorSettings)
+    summarizer: SummarizerSettings = Field(default_factory=SummarizerSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    vision: VisionSettings = Field(default_factory=VisionSettings)
+    facts: FactsSettings = Field(default_factory=FactsSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _CONFIG_FILE.get("path")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+# The TOML path travels to `settings_customise_sources` through this holder because
+# pydantic-settings builds sources from the class, not from constructor arguments.
+_CONFIG_FILE: dict[str, Path | None] = {"path": None}
+
+
+def load_settings(config_path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load settings from `config_path` (else `$HIRAG_CONFIG`) and the environment.
+
+    Raises ConfigurationError naming each invalid key and its rule.
+    """
+    path_text = config_path if config_path is not None else os.environ.get("HIRAG_CONFIG")
+    path = Path(path_text) if path_text else None
+    if path is not None and not path.is_file():
+        raise ConfigurationError(f"config file not found: {path}")
+    env_keys = os.environ.get("HIRAG_API_KEYS")
+    if env_keys is not None:
+        server = dict(overrides.get("server", {}))
+        server.setdefault("api_keys", env_keys)
+        overrides["server"] = server
+    _CONFIG_FILE["path"] = path
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError(_describe(exc)) from None
+    except ValueError as exc:  # malformed TOML or environment JSON
+        raise ConfigurationError(f"invalid configuration: {exc}") from None
+    finally:
+        _CONFIG_FILE["path"] = None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        key = ".".join(str(part) for part in error["loc"]) or "(root)"
+        lines.append(f"{key}: {error['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)

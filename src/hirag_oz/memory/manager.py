@@ -1,0 +1,654 @@
+"""HiRAG: the three-level context store, retrieval under a token budget, expiry."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hirag_oz.config import HiragSettings
+from hirag_oz.embeddings.base import Embedder
+from hirag_oz.errors import ConfigurationError, NotFoundError, ValidationError
+from hirag_oz.memory.budget import Candidate, select_within_budget
+from hirag_oz.memory.clock import Clock, SystemClock
+from hirag_oz.memory.levels import Level
+from hirag_oz.memory.models import (
+    DEFAULT_AGENT,
+    Context,
+    MaintenanceReport,
+    NewContext,
+    SearchResult,
+    StoredRef,
+    to_datetime,
+)
+from hirag_oz.memory.ranking import Weights, composite, similarity_from_score
+from hirag_oz.memory.validation import (
+    check_metadata,
+    check_scope_id,
+    check_text,
+    check_timestamp,
+)
+from hirag_oz.store.base import (
+    CollectionSpec,
+    Condition,
+    Distance,
+    FieldType,
+    Filter,
+    PointRecord,
+    Range,
+    ScoredHit,
+    StoredPoint,
+    VectorStore,
+)
+from hirag_oz.store.sparse import Bm25Encoder
+from hirag_oz.tokens import TokenCounter, count_many
+
+logger = logging.getLogger(__name__)
+
+_CORE_INDEXES: dict[str, FieldType] = {
+    "agent_id": "tenant",
+    "session_id": "keyword",
+    "user_id": "keyword",
+    "level": "keyword",
+    "timestamp": "float",
+    "stored_at": "float",
+    "seq": "integer",
+}
+_BATCH = 256
+MAX_BATCH_ITEMS = 1000
+
+
+@dataclass
+class _Scored:
+    point: StoredPoint
+    level: Level
+    similarity: float
+    score: float
+
+
+class HiRAG:
+    """Stores contexts in three levels and retrieves the most relevant ones within a budget.
+
+    Build one with `hirag_oz.open_memory(...)` (embedded defaults) or pass the components.
+    All methods are thread-safe.
+    """
+
+    def __init__(
+        self,
+        store: VectorStore,
+        embedder: Embedder,
+        counter: TokenCounter,
+        settings: HiragSettings | None = None,
+        *,
+        collection_prefix: str = "contexts",
+        distance: Distance = "Cosine",
+        clock: Clock | None = None,
+        sparse: Bm25Encoder | None = None,
+    ) -> None:
+        self.backend = store
+        self.embedder = embedder
+        self.counter = counter
+        self.settings = settings or HiragSettings()
+        self.clock = clock or SystemClock()
+        self.sparse = sparse or Bm25Encoder()
+        self.distance: Distance = distance
+        w = self.settings.weights
+        self.weights = Weights(w.similarity, w.recency, w.level, w.frequency)
+        a = self.settings.allocation
+        self.allocation = {
+            Level.IMMEDIATE: a.immediate,
+            Level.SHORT_TERM: a.short_term,
+            Level.LONG_TERM: a.long_term,
+        }
+        self.collections = {lvl: f"{collection_prefix}_{lvl.suffix}" for lvl in Level}
+        dimension = embedder.dimension
+        indexes: dict[str, FieldType] = dict(_CORE_INDEXES)
+        for key, kind in self.settings.metadata_indexes.items():
+            indexes[f"metadata.{key}"] = kind
+        for name in self.collections.values():
+            store.ensure_collection(CollectionSpec(name, dimension, distance, indexes))
+        self._seq_lock = threading.Lock()
+        self._last_seq = 0
+        self._l1_lock = threading.Lock()
+        self._access_lock = threading.Lock()
+        self._maintenance_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._maintenance_thread: threading.Thread | None = None
+
+    # ----------------------------------------------------------------------------- store
+    def store(
+        self,
+        text: str,
+        level: Level | str = Level.SHORT_TERM,
+        *,
+        agent_id: str = DEFAULT_AGENT,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        timestamp: Any = None,
+    ) -> StoredRef:
+        """Store one context; returns its id and token count once it is durable."""
+        item = NewContext(text, level, agent_id, session_id, user_id, metadata or {}, timestamp)
+        return self.store_many([item])[0]
+
+    def store_many(self, items: Sequence[NewContext]) -> list[StoredRef]:
+        """Store several contexts with one embedding batch and one write per level."""
+        if not items:
+            return []
+        if len(items) > MAX_BATCH_ITEMS:
+            raise ValidationError(
+                f"a batch holds at most {MAX_BATCH_ITEMS} items (got {len(items)})",
+                {"field": "items", "max_items": MAX_BATCH_ITEMS},
+            )
+        now = self.clock.now()
+        checked = [self._check_new(item, f"items[{i}]") for i, item in enumerate(items)]
+        texts = [c[0] for c in checked]
+        vectors = self._embed(texts)
+        tokens = count_many(self.counter, texts)
+        by_level: dict[Level, list[PointRecord]] = {}
+        refs: list[StoredRef] = []
+        l1_scopes: set[tuple[str, str | None]] = set()
+        for (text, level, agent, session, user, metadata, ts), vector, count in zip(
+            checked, vectors, tokens, strict=True
+        ):
+            point_id = str(uuid.uuid4())
+            payload = {
+                "text": text,
+                "level": level.value,
+                "agent_id": agent,
+                "session_id": session,
+                "user_id": user,
+                "timestamp": ts if ts is not None else now,
+                "stored_at": now,
+                "seq": self._next_seq(),
+                "token_count": count,
+                "access_count": 0,
+                "metadata": metadata,
+            }
+            by_level.setdefault(level, []).append(
+                PointRecord(point_id, vector, self.sparse.document(text), payload)
+            )
+            refs.append(StoredRef(point_id, count, level))
+            if level is Level.IMMEDIATE:
+                l1_scopes.add((agent, session))
+        for level, points in by_level.items():
+            self.backend.upsert(self.collections[level], points)
+        for agent, session in l1_scopes:
+            self._bound_l1(agent, session)
+        return refs
+
+    def _check_new(
+        self, item: NewContext, where: str
+    ) -> tuple[str, Level, str, str | None, str | None, dict[str, Any], float | None]:
+        text = check_text(item.text, f"{where}.text", self.settings.max_text_chars)
+        level = Level.parse(item.level)
+        agent = check_scope_id(item.agent_id or DEFAULT_AGENT, "agent_id", required=True)
+        assert agent is not None
+        session = check_scope_id(item.session_id, "session_id")
+        user = check_scope_id(item.user_id, "user_id")
+        metadata = check_metadata(item.metadata)
+        ts = check_timestamp(item.timestamp)
+        return text, level, agent, session, user, metadata, ts
+
+    def _embed(self, texts: list[str]) -> list[list[float]]:
+        vectors = self.embedder.embed(texts)
+        if len(vectors) != len(texts):
+            raise ConfigurationError(
+                f"embedder returned {len(vectors)} vectors for {len(texts)} texts"
+            )
+        for vector in vectors:
+            if len(vector) != self.embedder.dimension:
+                raise ConfigurationError(
+                    f"embedder returned a {len(vector)}-d vector, expected {self.embedder.dimension}"
+                )
+        return vectors
+
+    def _next_seq(self) -> int:
+        # Strictly increasing across calls and restarts: the order L1 demotes in.
+        with self._seq_lock:
+            self._last_seq = max(self._last_seq + 1, time.time_ns())
+            return self._last_seq
+
+    def _bound_l1(self, agent: str, session: str | None) -> None:
+        """Move the oldest Immediate items of a session past `l1_size` down to ShortTerm."""
+        scope = _scope_filter(agent, session, None, exact_session=True)
+        collection = self.collections[Level.IMMEDIATE]
+        with self._l1_lock:
+            excess = self.backend.count(collection, scope) - self.settings.l1_size
+            if excess <= 0:
+                return
+            oldest = self.backend.scroll(
+                collection, scope, excess, order_by="seq", with_vectors=True
+            )
+            self._move(oldest, Level.SHORT_TERM, Level.IMMEDIATE)
+
+    def _move(self, points: Sequence[StoredPoint], target: Level, source: Level) -> None:
+        # Write the new copy before deleting the old one: a crash in between leaves a
+        # duplicate (deduplicated by id on read), never a loss.
+        now = self.clock.now()
+        records = []
+        for p in points:
+            if p.dense is None or p.sparse is None:
+                logger.warning("point %s has no vectors; left in %s", p.id, source.value)
+                continue
+            payload = {**p.payload, "level": target.value, "stored_at": now}
+            records.append(PointRecord(p.id, p.dense, p.sparse, payload))
+        self.backend.upsert(self.collections[target], records)
+        self.backend.delete(self.collections[source], [r.id for r in records])
+
+    # ---------------------------------------------------------------------------- search
+    def search(
+        self,
+        query: str,
+        max_tokens: int,
+        *,
+        levels: Iterable[Level | str] | None = None,
+        agent_id: str = DEFAULT_AGENT,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        filters: Filter | None = None,
+        as_of: Any = None,
+    ) -> SearchResult:
+        """The most relevant contexts whose token counts sum to at most `max_tokens`."""
+        started = time.perf_counter()
+        query = check_text(query, "query", self.settings.max_text_chars)
+        if (
+            isinstance(max_tokens, bool)
+            or not isinstance(max_tokens, int)
+            or not (1 <= max_tokens <= self.settings.max_query_tokens)
+        ):
+            raise ValidationError(
+                f"max_tokens must be an integer from 1 to {self.settings.max_query_tokens}",
+                {"field": "max_tokens"},
+            )
+        wanted = _parse_levels(levels)
+        agent = check_scope_id(agent_id or DEFAULT_AGENT, "agent_id", required=True)
+        assert agent is not None
+        scope = _scope_filter(
+            agent, check_scope_id(session_id, "session_id"), check_scope_id(user_id, "user_id")
+        )
+        reference = check_timestamp(as_of, "as_of")
+        now = reference if reference is not None else self.clock.now()
+        query_vector = self._embed([query])[0]
+        query_sparse = self.sparse.query(query)
+        flt = scope & filters
+
+        scored: dict[str, _Scored] = {}
+        malformed = 0
+        limit = self.settings.candidates_per_level
+        for level in wanted:
+            dense_hits, sparse_hits = self.backend.hybrid_search(
+                self.collections[level], query_vector, query_sparse, limit, flt
+            )
+            for point, similarity in self._hybrid(query_vector, dense_hits, sparse_hits):
+                if not _well_formed(point.payload):
+                    malformed += 1
+                    continue
+                if point.id in scored:
+                    continue
+                payload = point.payload
+                score = composite(
+                    similarity,
+                    now - float(payload["timestamp"]),
+                    level,
+                    int(payload.get("access_count") or 0),
+                    self.weights,
+                )
+                scored[point.id] = _Scored(point, level, similarity, score)
+        if malformed:
+            logger.warning("skipped %d malformed point(s) during search", malformed)
+
+        chosen = select_within_budget(
+            [
+                Candidate(key, s.level, s.score, s.similarity, int(s.point.payload["token_count"]))
+                for key, s in scored.items()
+            ],
+            max_tokens,
+            {lvl: self.allocation[lvl] for lvl in wanted},
+            self.settings.min_contexts_per_level,
+            self.settings.relevance_threshold,
+        )
+        picked = [scored[c.key] for c in chosen]
+        counts = self._count_access(picked)
+        contexts = []
+        for s in picked:
+            context = _context(s.point, s.level)
+            context.relevance_score = round(s.score, 6)
+            context.similarity = round(s.similarity, 6)
+            context.access_count = counts.get(s.point.id, context.access_count)
+            contexts.append(context)
+        distribution: dict[str, int] = {}
+        for c in contexts:
+            distribution[c.level.value] = distribution.get(c.level.value, 0) + 1
+        total_tokens = sum(c.token_count for c in contexts)
+        return SearchResult(
+            contexts=contexts,
+            total_tokens=total_tokens,
+            retrieval_time_ms=round((time.perf_counter() - started) * 1000, 3),
+            level_distribution=distribution,
+            avg_relevance=(
+                round(sum(c.relevance_score or 0.0 for c in contexts) / len(contexts), 6)
+                if contexts
+                else 0.0
+            ),
+            total_searched=len(scored),
+            skipped_malformed=malformed,
+        )
+
+    def _hybrid(
+        self, query: list[float], dense_hits: list[ScoredHit], sparse_hits: list[ScoredHit]
+    ) -> list[tuple[StoredPoint, float]]:
+        """Union of dense and BM25 candidates with similarity = a*dense + (1-a)*lexical.
+
+        Lexical is BM25 divided by the best BM25 score of this query, so it lies in [0, 1].
+        A BM25-only candidate's dense similarity is computed from its returned vector.
+        """
+        alpha = self.settings.hybrid_alpha
+        top_bm25 = max((h.score for h in sparse_hits), default=0.0)
+        lexical = {h.id: (h.score / top_bm25 if top_bm25 > 0 else 0.0) for h in sparse_hits}
+        out: list[tuple[StoredPoint, float]] = []
+        seen: set[str] = set()
+        for h in dense_hits:
+            seen.add(h.id)
+            dense_sim = similarity_from_score(self.distance, h.score)
+            out.append(
+                (
+                    StoredPoint(h.id, h.payload),
+                    alpha * dense_sim + (1 - alpha) * lexical.get(h.id, 0.0),
+                )
+            )
+        for h in sparse_hits:
+            if h.id in seen:
+                continue
+            dense_sim = (
+                similarity_from_score(self.distance, _raw_score(self.distance, query, h.dense))
+                if h.dense is not None
+                else 0.0
+            )
+            out.append(
+                (StoredPoint(h.id, h.payload), alpha * dense_sim + (1 - alpha) * lexical[h.id])
+            )
+        return out
+
+    def _count_access(self, picked: Sequence[_Scored]) -> dict[str, int]:
+        """Increment access_count of what a search returned; serialised so none is lost."""
+        if not picked:
+            return {}
+        by_level: dict[Level, list[str]] = {}
+        for s in picked:
+            by_level.setdefault(s.level, []).append(s.point.id)
+        counts: dict[str, int] = {}
+        with self._access_lock:
+            for level, ids in by_level.items():
+                collection = self.collections[level]
+                current = self.backend.retrieve(collection, ids)
+                groups: dict[int, list[str]] = {}
+                for p in current:
+                    new = int(p.payload.get("access_count") or 0) + 1
+                    counts[p.id] = new
+                    groups.setdefault(new, []).append(p.id)
+                for value, group in groups.items():
+                    self.backend.set_payload(collection, group, {"access_count": value})
+        return counts
+
+    # ------------------------------------------------------------------ get/update/delete
+    def get(self, context_id: str, *, agent_id: str | None = None) -> Context:
+        found = self._find(context_id, agent_id, with_vectors=False)
+        if found is None:
+            raise NotFoundError(f"context {context_id} not found", {"id": context_id})
+        point, level = found
+        return _context(point, level)
+
+    def update(
+        self,
+        context_id: str,
+        *,
+        text: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        level: Level | str | None = None,
+        timestamp: Any = None,
+        agent_id: str | None = None,
+    ) -> Context:
+        """Change text (re-embedded), merge metadata (a null value removes a key), move level."""
+        found = self._find(context_id, agent_id, with_vectors=True)
+        if found is None:
+            raise NotFoundError(f"context {context_id} not found", {"id": context_id})
+        point, old_level = found
+        payload = dict(point.payload)
+        dense, sparse = point.dense, point.sparse
+        if text is not None:
+            text = check_text(text, "text", self.settings.max_text_chars)
+            dense = self._embed([text])[0]
+            sparse = self.sparse.document(text)
+            payload["text"] = text
+            payload["token_count"] = self.counter.count(text)
+        if metadata is not None:
+            if not isinstance(metadata, dict):
+                raise ValidationError("metadata must be an object", {"field": "metadata"})
+            merged = {**payload.get("metadata", {}), **metadata}
+            payload["metadata"] = check_metadata({k: v for k, v in merged.items() if v is not None})
+        new_ts = check_timestamp(timestamp)
+        if new_ts is not None:
+            payload["timestamp"] = new_ts
+        new_level = Level.parse(level) if level is not None else old_level
+        if dense is None or sparse is None:
+            raise ConfigurationError(f"context {context_id} has no stored vectors")
+        payload["level"] = new_level.value
+        payload["stored_at"] = self.clock.now()
+        self.backend.upsert(
+            self.collections[new_level], [PointRecord(point.id, dense, sparse, payload)]
+        )
+        if new_level is not old_level:
+            self.backend.delete(self.collections[old_level], [point.id])
+        if new_level is Level.IMMEDIATE and old_level is not Level.IMMEDIATE:
+            self._bound_l1(payload["agent_id"], payload.get("session_id"))
+        return _context(StoredPoint(point.id, payload), new_level)
+
+    def delete(self, context_id: str, *, agent_id: str | None = None) -> None:
+        found = self._find(context_id, agent_id, with_vectors=False)
+        if found is None:
+            raise NotFoundError(f"context {context_id} not found", {"id": context_id})
+        for collection in self.collections.values():
+            self.backend.delete(collection, [context_id])
+
+    def clear_level(self, level: Level | str, *, agent_id: str | None = None) -> int:
+        """Delete every item of a level (only `agent_id`'s when given); returns how many."""
+        lvl = Level.parse(level)
+        collection = self.collections[lvl]
+        if agent_id is not None:
+            agent = check_scope_id(agent_id, "agent_id", required=True)
+            assert agent is not None
+            flt = Filter(must=(Condition("agent_id", match=agent),))
+        else:
+            flt = Filter(must=(Condition("level", match=lvl.value),))
+        removed = self.backend.count(collection, flt)
+        self.backend.delete_by_filter(collection, flt)
+        return removed
+
+    def _find(
+        self, context_id: str, agent_id: str | None, with_vectors: bool
+    ) -> tuple[StoredPoint, Level] | None:
+        if not _is_uuid(context_id):
+            raise ValidationError(
+                "id must be a UUID", {"field": "id", "value": str(context_id)[:64]}
+            )
+        for level in Level:
+            points = self.backend.retrieve(self.collections[level], [context_id], with_vectors)
+            for p in points:
+                if not _well_formed(p.payload):
+                    continue
+                if agent_id is not None and p.payload.get("agent_id") != agent_id:
+                    return None
+                return p, level
+        return None
+
+    # ------------------------------------------------------------------------ statistics
+    def count(self, level: Level | str | None = None, *, agent_id: str | None = None) -> int:
+        flt = Filter(must=(Condition("agent_id", match=agent_id),)) if agent_id else None
+        levels = [Level.parse(level)] if level is not None else list(Level)
+        return sum(self.backend.count(self.collections[lvl], flt) for lvl in levels)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "store": self.backend.name,
+            "embedding_model": self.embedder.model_name,
+            "dimension": self.embedder.dimension,
+            "token_counter": self.counter.name,
+            "levels": {lvl.value: self.backend.count(self.collections[lvl]) for lvl in Level},
+        }
+
+    # ----------------------------------------------------------------------- maintenance
+    def run_maintenance(self, now: float | None = None) -> MaintenanceReport:
+        """Consolidate or expire ShortTerm items older than l2_ttl; expire LongTerm past l3_ttl.
+
+        Age counts from `stored_at` (when the item entered its level), not from the event
+        timestamp, so imported history is not expired on arrival.
+        """
+        now = self.clock.now() if now is None else now
+        consolidated = expired_l2 = expired_l3 = 0
+        with self._maintenance_lock:
+            l2 = self.collections[Level.SHORT_TERM]
+            old = Filter(
+                must=(Condition("stored_at", range=Range(lt=now - self.settings.l2_ttl_secs)),)
+            )
+            while True:
+                batch = self.backend.scroll(l2, old, _BATCH, with_vectors=True)
+                if not batch:
+                    break
+                if self.settings.l2_expiry == "consolidate":
+                    self._move(batch, Level.LONG_TERM, Level.SHORT_TERM)
+                    consolidated += len(batch)
+                else:
+                    self.backend.delete(l2, [p.id for p in batch])
+                    expired_l2 += len(batch)
+            if self.settings.l3_ttl_secs is not None:
+                l3 = self.collections[Level.LONG_TERM]
+                stale = Filter(
+                    must=(Condition("stored_at", range=Range(lt=now - self.settings.l3_ttl_secs)),)
+                )
+                expired_l3 = self.backend.count(l3, stale)
+                if expired_l3:
+                    self.backend.delete_by_filter(l3, stale)
+        if consolidated or expired_l2 or expired_l3:
+            logger.info(
+                "maintenance: consolidated=%d expired_l2=%d expired_l3=%d",
+                consolidated,
+                expired_l2,
+                expired_l3,
+            )
+        return MaintenanceReport(consolidated, expired_l2, expired_l3)
+
+    def start_maintenance(self) -> None:
+        """Run `run_maintenance` every `maintenance_interval_secs` on a daemon thread."""
+        if self._maintenance_thread is not None:
+            return
+        self._stop.clear()
+
+        def loop() -> None:
+            while not self._stop.wait(self.settings.maintenance_interval_secs):
+                try:
+                    self.run_maintenance()
+                except Exception:
+                    logger.exception("maintenance run failed")
+
+        self._maintenance_thread = threading.Thread(
+            target=loop, name="hirag-maintenance", daemon=True
+        )
+        self._maintenance_thread.start()
+
+    def stop_maintenance(self) -> None:
+        self._stop.set()
+        if self._maintenance_thread is not None:
+            self._maintenance_thread.join()
+            self._maintenance_thread = None
+
+    def close(self) -> None:
+        self.stop_maintenance()
+        self.backend.close()
+
+    def __enter__(self) -> HiRAG:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _parse_levels(levels: Iterable[Level | str] | None) -> list[Level]:
+    if levels is None:
+        return list(Level)
+    if isinstance(levels, str):
+        levels = [levels]
+    parsed: list[Level] = []
+    for value in levels:
+        level = Level.parse(value)
+        if level not in parsed:
+            parsed.append(level)
+    return parsed or list(Level)
+
+
+def _scope_filter(
+    agent: str, session: str | None, user: str | None, exact_session: bool = False
+) -> Filter:
+    conditions: list[Condition] = [Condition("agent_id", match=agent)]
+    if session is not None:
+        conditions.append(Condition("session_id", match=session))
+    if user is not None:
+        conditions.append(Condition("user_id", match=user))
+    if exact_session and session is None:
+        # L1 of "no session" must not count other sessions' items.
+        conditions.append(Condition("session_id", is_null=True))
+    return Filter(must=tuple(conditions))
+
+
+def _well_formed(payload: dict[str, Any]) -> bool:
+    try:
+        return (
+            isinstance(payload.get("text"), str)
+            and isinstance(payload.get("agent_id"), str)
+            and Level.parse(payload.get("level", "")) is not None
+            and isinstance(payload.get("timestamp"), int | float)
+            and isinstance(payload.get("token_count"), int)
+            and isinstance(payload.get("metadata", {}), dict)
+        )
+    except ValidationError:
+        return False
+
+
+def _context(point: StoredPoint, level: Level) -> Context:
+    p = point.payload
+    return Context(
+        id=point.id,
+        text=p["text"],
+        level=level,
+        token_count=int(p["token_count"]),
+        timestamp=to_datetime(float(p["timestamp"])),
+        agent_id=p["agent_id"],
+        session_id=p.get("session_id"),
+        user_id=p.get("user_id"),
+        metadata=p.get("metadata") or {},
+        access_count=int(p.get("access_count") or 0),
+        stored_at=to_datetime(float(p.get("stored_at", p["timestamp"]))),
+    )
+
+
+def _raw_score(distance: str, query: list[float], vector: list[float]) -> float:
+    if distance == "Euclid":
+        return math.sqrt(sum((a - b) ** 2 for a, b in zip(query, vector, strict=False)))
+    dot = sum(a * b for a, b in zip(query, vector, strict=False))
+    if distance == "Dot":
+        return dot
+    norm = math.sqrt(sum(a * a for a in query)) * math.sqrt(sum(b * b for b in vector))
+    return dot / norm if norm else 0.0
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,138 @@
+"""The VectorStore port: collections of points with a dense and a sparse (BM25) vector."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Distance = Literal["Cosine", "Dot", "Euclid"]
+FieldType = Literal["keyword", "tenant", "integer", "float", "bool"]
+
+DENSE = "dense"
+SPARSE = "bm25"
+
+
+@dataclass(frozen=True)
+class SparseVec:
+    indices: list[int]
+    values: list[float]
+
+
+@dataclass
+class PointRecord:
+    id: str
+    dense: list[float]
+    sparse: SparseVec
+    payload: dict[str, Any]
+
+
+@dataclass
+class StoredPoint:
+    id: str
+    payload: dict[str, Any]
+    dense: list[float] | None = None
+    sparse: SparseVec | None = None
+
+
+@dataclass
+class ScoredHit:
+    """A search hit. `score` is the engine's raw score (for Euclid: a distance, lower is better)."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+    dense: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class Range:
+    gte: float | None = None
+    gt: float | None = None
+    lte: float | None = None
+    lt: float | None = None
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One field condition: exactly one of `match`, `any_of`, `range`, `is_null` is set."""
+
+    key: str
+    match: str | int | float | bool | None = None
+    any_of: tuple[str | int, ...] | None = None
+    range: Range | None = None
+    is_null: bool = False
+
+
+@dataclass(frozen=True)
+class Filter:
+    must: tuple[Condition | Filter, ...] = ()
+    should: tuple[Condition | Filter, ...] = ()
+    must_not: tuple[Condition | Filter, ...] = ()
+    has_ids: tuple[str, ...] = ()
+
+    def __and__(self, other: Filter | None) -> Filter:
+        if other is None or other.is_empty():
+            return self
+        if self.is_empty():
+            return other
+        return Filter(must=(self, other))
+
+    def is_empty(self) -> bool:
+        return not (self.must or self.should or self.must_not or self.has_ids)
+
+
+@dataclass
+class CollectionSpec:
+    name: str
+    dimension: int
+    distance: Distance = "Cosine"
+    indexes: Mapping[str, FieldType] = field(default_factory=dict)
+
+
+class VectorStore(Protocol):
+    """What the memory layer needs from a vector database. Every write is durable on return."""
+
+    name: str
+
+    def ensure_collection(self, spec: CollectionSpec) -> None: ...
+
+    def upsert(self, collection: str, points: Sequence[PointRecord]) -> None: ...
+
+    def retrieve(
+        self, collection: str, ids: Sequence[str], with_vectors: bool = False
+    ) -> list[StoredPoint]: ...
+
+    def delete(self, collection: str, ids: Sequence[str]) -> None: ...
+
+    def delete_by_filter(self, collection: str, flt: Filter) -> None: ...
+
+    def set_payload(self, collection: str, ids: Sequence[str], payload: dict[str, Any]) -> None: ...
+
+    def hybrid_search(
+        self,
+        collection: str,
+        dense: list[float],
+        sparse: SparseVec,
+        limit: int,
+        flt: Filter | None,
+    ) -> tuple[list[ScoredHit], list[ScoredHit]]:
+        """Dense hits (best first, no vectors) and BM25 hits (best first, with dense vectors)."""
+        ...
+
+    def scroll(
+        self,
+        collection: str,
+        flt: Filter | None,
+        limit: int,
+        order_by: str | None = None,
+        with_vectors: bool = False,
+    ) -> list[StoredPoint]: ...
+
+    def count(self, collection: str, flt: Filter | None = None) -> int: ...
+
+    def ping(self) -> None:
+        """Raise if the store cannot answer."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,278 @@
+"""A Qdrant server or cluster through qdrant-client (REST), for when one machine is not enough."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from hirag_oz.errors import ConfigurationError, UnavailableError, UpstreamError
+from hirag_oz.store.base import (
+    DENSE,
+    SPARSE,
+    CollectionSpec,
+    Condition,
+    Filter,
+    PointRecord,
+    ScoredHit,
+    SparseVec,
+    StoredPoint,
+)
+
+_DISTANCES = {"Cosine": qm.Distance.COSINE, "Dot": qm.Distance.DOT, "Euclid": qm.Distance.EUCLID}
+_NAMES = {v: k for k, v in _DISTANCES.items()}
+_SCHEMAS: dict[str, Any] = {
+    "keyword": qm.PayloadSchemaType.KEYWORD,
+    "tenant": qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD, is_tenant=True),
+    "integer": qm.PayloadSchemaType.INTEGER,
+    "float": qm.PayloadSchemaType.FLOAT,
+    "bool": qm.PayloadSchemaType.BOOL,
+}
+
+
+class ServerStore:
+    """qdrant-client adapter. `QdrantClient(":memory:")` speaks the same API, for tests."""
+
+    name = "qdrant-server"
+
+    def __init__(self, client: QdrantClient) -> None:
+        self.client = client
+        self._local = getattr(client, "_client", None).__class__.__name__ == "QdrantLocal"
+
+    @classmethod
+    def connect(
+        cls, url: str, api_key: str | None = None, timeout: float = 30.0, verify: bool = True
+    ) -> ServerStore:
+        if url == ":memory:":
+            return cls(QdrantClient(location=":memory:"))
+        return cls(
+            QdrantClient(url=url, api_key=api_key, timeout=int(max(1, timeout)), verify=verify)
+        )
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UnexpectedResponse as exc:
+            raise UpstreamError(
+                f"qdrant {what} failed with HTTP {exc.status_code}", {"operation": what}
+            ) from exc
+        except (ResponseHandlingException, ConnectionError, TimeoutError, OSError) as exc:
+            raise UnavailableError(f"qdrant {what} failed: {exc}", {"operation": what}) from exc
+
+    def ensure_collection(self, spec: CollectionSpec) -> None:
+        if self._call("collection_exists", self.client.collection_exists, spec.name):
+            info = self._call("get_collection", self.client.get_collection, spec.name)
+            vectors = info.config.params.vectors
+            params = vectors.get(DENSE) if isinstance(vectors, dict) else None
+            found_size = params.size if params is not None else None
+            found_distance = _NAMES.get(params.distance) if params is not None else None
+            if found_size != spec.dimension or found_distance != spec.distance:
+                raise ConfigurationError(
+                    f"collection '{spec.name}' holds {found_size}-d {found_distance} vectors but "
+                    f"the embedder gives {spec.dimension}-d {spec.distance}; use another "
+                    "collection prefix, or re-index",
+                    {
+                        "collection": spec.name,
+                        "stored_dimension": found_size,
+                        "embedder_dimension": spec.dimension,
+                    },
+                )
+        else:
+            self._call(
+                "create_collection",
+                self.client.create_collection,
+                spec.name,
+                vectors_config={
+                    DENSE: qm.VectorParams(size=spec.dimension, distance=_DISTANCES[spec.distance])
+                },
+                sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
+            )
+        if self._local:
+            return  # local mode has no payload indexes; it filters without them
+        for field_name, kind in spec.indexes.items():
+            self._call(
+                "create_payload_index",
+                self.client.create_payload_index,
+                spec.name,
+                field_name=field_name,
+                field_schema=_SCHEMAS[kind],
+                wait=True,
+            )
+
+    def upsert(self, collection: str, points: Sequence[PointRecord]) -> None:
+        if not points:
+            return
+        structs = [
+            qm.PointStruct(
+                id=p.id,
+                vector={
+                    DENSE: p.dense,
+                    SPARSE: qm.SparseVector(indices=p.sparse.indices, values=p.sparse.values),
+                },
+                payload=p.payload,
+            )
+            for p in points
+        ]
+        self._call("upsert", self.client.upsert, collection, points=structs, wait=True)
+
+    def delete(self, collection: str, ids: Sequence[str]) -> None:
+        if ids:
+            self._call(
+                "delete",
+                self.client.delete,
+                collection,
+                points_selector=qm.PointIdsList(points=list(ids)),
+                wait=True,
+            )
+
+    def delete_by_filter(self, collection: str, flt: Filter) -> None:
+        self._call(
+            "delete",
+            self.client.delete,
+            collection,
+            points_selector=qm.FilterSelector(filter=_filter(flt)),
+            wait=True,
+        )
+
+    def set_payload(self, collection: str, ids: Sequence[str], payload: dict[str, Any]) -> None:
+        if ids:
+            self._call(
+                "set_payload",
+                self.client.set_payload,
+                collection,
+                payload=payload,
+                points=list(ids),
+                wait=True,
+            )
+
+    def retrieve(
+        self, collection: str, ids: Sequence[str], with_vectors: bool = False
+    ) -> list[StoredPoint]:
+        if not ids:
+            return []
+        records = self._call(
+            "retrieve",
+            self.client.retrieve,
+            collection,
+            ids=list(ids),
+            with_payload=True,
+            with_vectors=with_vectors,
+        )
+        return [_stored(r) for r in records]
+
+    def hybrid_search(
+        self,
+        collection: str,
+        dense: list[float],
+        sparse: SparseVec,
+        limit: int,
+        flt: Filter | None,
+    ) -> tuple[list[ScoredHit], list[ScoredHit]]:
+        query_filter = _filter(flt) if flt is not None and not flt.is_empty() else None
+        requests = [
+            qm.QueryRequest(
+                query=dense, using=DENSE, filter=query_filter, limit=limit, with_payload=True
+            )
+        ]
+        if sparse.indices:
+            requests.append(
+                qm.QueryRequest(
+                    query=qm.SparseVector(indices=sparse.indices, values=sparse.values),
+                    using=SPARSE,
+                    filter=query_filter,
+                    limit=limit,
+                    with_payload=True,
+                    with_vector=[DENSE],
+                )
+            )
+        responses = self._call(
+            "query", self.client.query_batch_points, collection, requests=requests
+        )
+        dense_hits = [_hit(p) for p in responses[0].points]
+        sparse_hits = [_hit(p) for p in responses[1].points] if len(responses) > 1 else []
+        return dense_hits, sparse_hits
+
+    def scroll(
+        self,
+        collection: str,
+        flt: Filter | None,
+        limit: int,
+        order_by: str | None = None,
+        with_vectors: bool = False,
+    ) -> list[StoredPoint]:
+        records, _next = self._call(
+            "scroll",
+            self.client.scroll,
+            collection,
+            scroll_filter=_filter(flt) if flt is not None and not flt.is_empty() else None,
+            limit=limit,
+            order_by=order_by,
+            with_payload=True,
+            with_vectors=with_vectors,
+        )
+        return [_stored(r) for r in records]
+
+    def count(self, collection: str, flt: Filter | None = None) -> int:
+        result = self._call(
+            "count",
+            self.client.count,
+            collection,
+            count_filter=_filter(flt) if flt is not None and not flt.is_empty() else None,
+            exact=True,
+        )
+        return int(result.count)
+
+    def ping(self) -> None:
+        self._call("get_collections", self.client.get_collections)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _stored(record: Any) -> StoredPoint:
+    vector = record.vector
+    dense = sparse = None
+    if isinstance(vector, dict):
+        dense = vector.get(DENSE)
+        raw = vector.get(SPARSE)
+        if raw is not None:
+            sparse = SparseVec(list(raw.indices), list(raw.values))
+    return StoredPoint(str(record.id), dict(record.payload or {}), dense, sparse)
+
+
+def _hit(point: Any) -> ScoredHit:
+    vector = point.vector
+    dense = vector.get(DENSE) if isinstance(vector, dict) else None
+    return ScoredHit(str(point.id), float(point.score), dict(point.payload or {}), dense)
+
+
+def _filter(flt: Filter) -> qm.Filter:
+    must = [_clause(c) for c in flt.must]
+    if flt.has_ids:
+        must.append(qm.HasIdCondition(has_id=list(flt.has_ids)))
+    return qm.Filter(
+        must=must or None,
+        should=[_clause(c) for c in flt.should] or None,
+        must_not=[_clause(c) for c in flt.must_not] or None,
+    )
+
+
+def _clause(item: Condition | Filter) -> Any:
+    if isinstance(item, Filter):
+        return _filter(item)
+    if item.is_null:
+        return qm.IsNullCondition(is_null=qm.PayloadField(key=item.key))
+    if item.range is not None:
+        r = item.range
+        return qm.FieldCondition(
+            key=item.key, range=qm.Range(gte=r.gte, gt=r.gt, lte=r.lte, lt=r.lt)
+        )
+    if item.any_of is not None:
+        return qm.FieldCondition(key=item.key, match=qm.MatchAny(any=list(item.any_of)))
+    if isinstance(item.match, float):
+        return qm.FieldCondition(key=item.key, range=qm.Range(gte=item.match, lte=item.match))
+    assert item.match is not None
+    return qm.FieldCondition(key=item.key, match=qm.MatchValue(value=item.match))

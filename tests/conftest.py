@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hirag_oz.config import HiragSettings
+from hirag_oz.embeddings.cache import CachedEmbedder
+from hirag_oz.embeddings.local import LocalMiniLMEmbedder
+from hirag_oz.memory.manager import HiRAG
+from hirag_oz.store.edge import EdgeStore
+from hirag_oz.tokens import TokenCounter, TokenCounterInfo, load_token_counter
+
+
+class FakeClock:
+    """The Clock port, moved by hand."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.value = start
+
+    def now(self) -> float:
+        return self.value
+
+    def advance(self, seconds: float) -> None:
+        self.value += seconds
+
+
+@pytest.fixture(scope="session")
+def embedder() -> CachedEmbedder:
+    return CachedEmbedder(LocalMiniLMEmbedder())
+
+
+@pytest.fixture(scope="session")
+def token_info() -> TokenCounterInfo:
+    return load_token_counter()
+
+
+@pytest.fixture(scope="session")
+def counter(token_info: TokenCounterInfo) -> TokenCounter:
+    return token_info.counter
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_memory(
+    tmp_path: Path, embedder: CachedEmbedder, counter: TokenCounter, clock: FakeClock
+) -> Iterator[object]:
+    opened: list[HiRAG] = []
+
+    def make(data_dir: Path | None = None, **settings: object) -> HiRAG:
+        store = EdgeStore((data_dir or tmp_path) / "qdrant")
+        memory = HiRAG(store, embedder, counter, HiragSettings(**settings), clock=clock)  # type: ignore[arg-type]
+        opened.append(memory)
+        return memory
+
+    yield make
+    for memory in opened:
+        with contextlib.suppress(Exception):
+            memory.close()
+
+
+@pytest.fixture
+def memory(make_memory: object) -> HiRAG:
+    return make_memory()  # type: ignore[operator, no-any-return]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+class ServerThread:
+    """A real uvicorn server on a free loopback port, in a background thread."""
+
+    def __init__(self, app: object) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")  # type: ignore[arg-type]
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        wait_for_port(self.port)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

