@@ -251,6 +251,33 @@ def test_expiry_consolidates_short_term_into_long_term(
     assert memory.get(fresh.id).level is Level.LONG_TERM
 
 
+def test_expiry_drains_a_backlog_larger_than_one_batch(
+    make_memory: object, clock: FakeClock
+) -> None:
+    memory: HiRAG = make_memory(l2_ttl_secs=60)  # type: ignore[operator]
+    memory.store_many([NewContext(f"backlog item {i}", "ShortTerm") for i in range(600)])
+    clock.advance(61)
+    assert memory.run_maintenance().consolidated == 600
+    assert memory.count(Level.SHORT_TERM) == 0
+    assert memory.count(Level.LONG_TERM) == 600
+
+
+def test_text_limit_counts_characters_not_bytes(make_memory: object) -> None:
+    memory: HiRAG = make_memory(max_text_chars=100)  # type: ignore[operator]
+    assert memory.store("é" * 100, "LongTerm").token_count > 0  # 200 bytes of UTF-8
+    with pytest.raises(ValidationError, match="101 characters"):
+        memory.store("é" * 101, "LongTerm")
+
+
+def test_collections_follow_the_prefix(make_memory: object) -> None:
+    memory: HiRAG = make_memory()  # type: ignore[operator]
+    assert set(memory.collections.values()) == {
+        "contexts_immediate",
+        "contexts_shortterm",
+        "contexts_longterm",
+    }
+
+
 def test_expiry_can_delete_instead(make_memory: object, clock: FakeClock) -> None:
     memory: HiRAG = make_memory(l2_ttl_secs=60, l2_expiry="expire")  # type: ignore[operator]
     ref = memory.store("ephemeral", "ShortTerm")

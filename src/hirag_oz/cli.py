@@ -49,9 +49,23 @@ def _data_dir_option(fn: Any) -> Any:
 @_data_dir_option
 @click.option("--host", default=None, help="Bind address (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8081).")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML config file (overrides the global --config).",
+)
 @click.pass_context
-def serve(ctx: click.Context, data_dir: Path | None, host: str | None, port: int | None) -> None:
+def serve(
+    ctx: click.Context,
+    data_dir: Path | None,
+    host: str | None,
+    port: int | None,
+    config: Path | None,
+) -> None:
     """Run the HTTP service."""
+    if config is not None:
+        ctx.obj["config"] = config
     settings = _settings(ctx, data_dir=data_dir, host=host, port=port)
     logging.basicConfig(level=settings.logging.level.upper())
     run_server(settings)

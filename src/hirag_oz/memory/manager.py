@@ -227,7 +227,7 @@ class HiRAG:
             )
             self._move(oldest, Level.SHORT_TERM, Level.IMMEDIATE)
 
-    def _move(self, points: Sequence[StoredPoint], target: Level, source: Level) -> None:
+    def _move(self, points: Sequence[StoredPoint], target: Level, source: Level) -> int:
         # Write the new copy before deleting the old one: a crash in between leaves a
         # duplicate (deduplicated by id on read), never a loss.
         now = self.clock.now()
@@ -240,6 +240,7 @@ class HiRAG:
             records.append(PointRecord(p.id, p.dense, p.sparse, payload))
         self.backend.upsert(self.collections[target], records)
         self.backend.delete(self.collections[source], [r.id for r in records])
+        return len(records)
 
     # ---------------------------------------------------------------------------- search
     def search(
@@ -521,8 +522,10 @@ class HiRAG:
                 if not batch:
                     break
                 if self.settings.l2_expiry == "consolidate":
-                    self._move(batch, Level.LONG_TERM, Level.SHORT_TERM)
-                    consolidated += len(batch)
+                    moved = self._move(batch, Level.LONG_TERM, Level.SHORT_TERM)
+                    consolidated += moved
+                    if moved < len(batch):
+                        break  # points without vectors cannot move; do not spin on them
                 else:
                     self.backend.delete(l2, [p.id for p in batch])
                     expired_l2 += len(batch)
