@@ -45,6 +45,24 @@ class ScoredHit:
     dense: list[float] | None = None
 
 
+def stored_point(point_id: object, payload: dict[str, Any], vector: object) -> StoredPoint:
+    """A StoredPoint from either client's record: `vector` is a name -> vector dict or None."""
+    dense = sparse = None
+    if isinstance(vector, dict):
+        dense = vector.get(DENSE)
+        raw = vector.get(SPARSE)
+        if raw is not None:
+            sparse = SparseVec(list(raw.indices), list(raw.values))
+    return StoredPoint(str(point_id), payload, dense, sparse)
+
+
+def scored_hit(
+    point_id: object, score: float, payload: dict[str, Any], vector: object
+) -> ScoredHit:
+    dense = vector.get(DENSE) if isinstance(vector, dict) else None
+    return ScoredHit(str(point_id), float(score), payload, dense)
+
+
 @dataclass(frozen=True)
 class Range:
     gte: float | None = None

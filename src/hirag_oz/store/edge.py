@@ -23,6 +23,8 @@ from hirag_oz.store.base import (
     ScoredHit,
     SparseVec,
     StoredPoint,
+    scored_hit,
+    stored_point,
 )
 
 logger = logging.getLogger(__name__)
@@ -318,20 +320,11 @@ def _clean(payload: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _stored(record: Any) -> StoredPoint:
-    vector = record.vector
-    dense = sparse = None
-    if isinstance(vector, dict):
-        dense = vector.get(DENSE)
-        raw_sparse = vector.get(SPARSE)
-        if raw_sparse is not None:
-            sparse = SparseVec(list(raw_sparse.indices), list(raw_sparse.values))
-    return StoredPoint(str(record.id), _clean(record.payload), dense, sparse)
+    return stored_point(record.id, _clean(record.payload), record.vector)
 
 
 def _hit(point: Any) -> ScoredHit:
-    vector = point.vector
-    dense = vector.get(DENSE) if isinstance(vector, dict) else None
-    return ScoredHit(str(point.id), float(point.score), _clean(point.payload), dense)
+    return scored_hit(point.id, point.score, _clean(point.payload), point.vector)
 
 
 def _filter(flt: Filter | None) -> Any:

@@ -20,6 +20,8 @@ from hirag_oz.store.base import (
     ScoredHit,
     SparseVec,
     StoredPoint,
+    scored_hit,
+    stored_point,
 )
 
 _DISTANCES = {"Cosine": qm.Distance.COSINE, "Dot": qm.Distance.DOT, "Euclid": qm.Distance.EUCLID}
@@ -233,20 +235,11 @@ class ServerStore:
 
 
 def _stored(record: Any) -> StoredPoint:
-    vector = record.vector
-    dense = sparse = None
-    if isinstance(vector, dict):
-        dense = vector.get(DENSE)
-        raw = vector.get(SPARSE)
-        if raw is not None:
-            sparse = SparseVec(list(raw.indices), list(raw.values))
-    return StoredPoint(str(record.id), dict(record.payload or {}), dense, sparse)
+    return stored_point(record.id, dict(record.payload or {}), record.vector)
 
 
 def _hit(point: Any) -> ScoredHit:
-    vector = point.vector
-    dense = vector.get(DENSE) if isinstance(vector, dict) else None
-    return ScoredHit(str(point.id), float(point.score), dict(point.payload or {}), dense)
+    return scored_hit(point.id, point.score, dict(point.payload or {}), point.vector)
 
 
 def _filter(flt: Filter) -> qm.Filter:
