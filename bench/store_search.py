@@ -298,13 +298,21 @@ def machine_info() -> dict[str, Any]:
     except ImportError:
         pass
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    cpu_model = platform.processor() or None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
     return {
         "cpu_count": os.cpu_count(),
         "cpu_affinity": affinity,
         "torch_threads": torch_threads,
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "processor": platform.processor() or None,
+        "cpu_model": cpu_model,
         "python": sys.version.split()[0],
         "packages": versions,
     }
