@@ -36,12 +36,11 @@ from rich.table import Table
 from hirag_oz.config import HiragSettings
 from hirag_oz.embeddings.local import LocalMiniLMEmbedder
 from hirag_oz.memory.levels import Level
-from hirag_oz.memory.manager import _CORE_INDEXES, HiRAG
+from hirag_oz.memory.manager import HiRAG, collection_indexes
 from hirag_oz.memory.models import NewContext
 from hirag_oz.store.base import (
     CollectionSpec,
     Condition,
-    FieldType,
     Filter,
     PointRecord,
     SparseVec,
@@ -570,10 +569,7 @@ def make_queries_set(n: int, seed: int, encoder: Bm25Encoder) -> QuerySet:
 
 
 def collection_spec() -> CollectionSpec:
-    indexes: dict[str, FieldType] = dict(_CORE_INDEXES)
-    for key, kind in METADATA_INDEXES.items():
-        indexes[f"metadata.{key}"] = kind
-    return CollectionSpec(COLLECTION, DIM, "Cosine", indexes)
+    return CollectionSpec(COLLECTION, DIM, "Cosine", collection_indexes(METADATA_INDEXES))
 
 
 def load_store(store: VectorStore, corpus: Corpus) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import tiktoken
 
@@ -269,13 +271,21 @@ def test_text_limit_counts_characters_not_bytes(make_memory: object) -> None:
         memory.store("é" * 101, "LongTerm")
 
 
-def test_collections_follow_the_prefix(make_memory: object) -> None:
-    memory: HiRAG = make_memory()  # type: ignore[operator]
-    assert set(memory.collections.values()) == {
+def test_collections_follow_the_prefix(make_memory: object, tmp_path: Path) -> None:
+    base: HiRAG = make_memory()  # type: ignore[operator]
+    assert set(base.collections.values()) == {
         "contexts_immediate",
         "contexts_shortterm",
         "contexts_longterm",
     }
+    custom = HiRAG(
+        base.backend, base.embedder, base.counter, base.settings, collection_prefix="mem"
+    )
+    ref = custom.store("stored under a custom prefix", "LongTerm")
+    for suffix in ("immediate", "shortterm", "longterm"):
+        assert (tmp_path / "qdrant" / f"mem_{suffix}").is_dir()
+    assert custom.get(ref.id).text == "stored under a custom prefix"
+    assert base.count() == 0
 
 
 def test_expiry_can_delete_instead(make_memory: object, clock: FakeClock) -> None:

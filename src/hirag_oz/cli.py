@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -21,13 +21,20 @@ def _settings(ctx: click.Context, **server: Any) -> Settings:
     return load_settings(ctx.obj.get("config"), **overrides)
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _config_option(help_text: str) -> Callable[[_F], _F]:
+    return click.option(
+        "--config",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help=help_text,
+    )
+
+
 @click.group()
-@click.option(
-    "--config",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="TOML config file (default: $HIRAG_CONFIG).",
-)
+@_config_option("TOML config file (default: $HIRAG_CONFIG).")
 @click.version_option(package_name="hirag-oz")
 @click.pass_context
 def cli(ctx: click.Context, config: Path | None) -> None:
@@ -49,12 +56,7 @@ def _data_dir_option(fn: Any) -> Any:
 @_data_dir_option
 @click.option("--host", default=None, help="Bind address (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8081).")
-@click.option(
-    "--config",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="TOML config file (overrides the global --config).",
-)
+@_config_option("TOML config file (overrides the global --config).")
 @click.pass_context
 def serve(
     ctx: click.Context,

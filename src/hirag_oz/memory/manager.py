@@ -7,7 +7,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +60,16 @@ _CORE_INDEXES: dict[str, FieldType] = {
     "seq": "integer",
 }
 _BATCH = 256
+
+
+def collection_indexes(metadata_indexes: Mapping[str, FieldType]) -> dict[str, FieldType]:
+    """Payload indexes of every level's collection: the core fields plus `metadata.<key>`."""
+    indexes = dict(_CORE_INDEXES)
+    for key, kind in metadata_indexes.items():
+        indexes[f"metadata.{key}"] = kind
+    return indexes
+
+
 MAX_BATCH_ITEMS = 1000
 
 
@@ -107,9 +117,7 @@ class HiRAG:
         }
         self.collections = {lvl: f"{collection_prefix}_{lvl.suffix}" for lvl in Level}
         dimension = embedder.dimension
-        indexes: dict[str, FieldType] = dict(_CORE_INDEXES)
-        for key, kind in self.settings.metadata_indexes.items():
-            indexes[f"metadata.{key}"] = kind
+        indexes = collection_indexes(self.settings.metadata_indexes)
         for name in self.collections.values():
             store.ensure_collection(CollectionSpec(name, dimension, distance, indexes))
         self._seq_lock = threading.Lock()
