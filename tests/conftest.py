@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 
 from hirag_oz.config import HiragSettings
 from hirag_oz.embeddings.cache import CachedEmbedder
@@ -31,8 +32,14 @@ class FakeClock:
 
 
 @pytest.fixture(scope="session")
-def embedder() -> CachedEmbedder:
-    return CachedEmbedder(LocalMiniLMEmbedder())
+def model() -> LocalMiniLMEmbedder:
+    """The real MiniLM model, loaded once for the whole run."""
+    return LocalMiniLMEmbedder()
+
+
+@pytest.fixture(scope="session")
+def embedder(model: LocalMiniLMEmbedder) -> CachedEmbedder:
+    return CachedEmbedder(model)
 
 
 @pytest.fixture(scope="session")
@@ -93,12 +100,13 @@ def wait_for_port(port: int, timeout: float = 60.0) -> None:
 class ServerThread:
     """A real uvicorn server on a free loopback port, in a background thread."""
 
-    def __init__(self, app: object) -> None:
+    def __init__(self, app: FastAPI) -> None:
         import uvicorn
 
+        from hirag_oz.api.app import server_config
+
         self.port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")  # type: ignore[arg-type]
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(server_config(app, "127.0.0.1", self.port))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property

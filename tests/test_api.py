@@ -10,15 +10,15 @@ import pytest
 
 from hirag_oz.api.app import create_app
 from hirag_oz.config import Settings
+from hirag_oz.embeddings.local import LocalMiniLMEmbedder
 from tests.conftest import ServerThread
 
 
 @pytest.fixture
-def client(make_memory: object, tmp_path: Path) -> Iterator[httpx.Client]:
-    memory = make_memory()  # type: ignore[operator]
+def client(model: LocalMiniLMEmbedder, tmp_path: Path) -> Iterator[httpx.Client]:
     settings = Settings(server={"data_dir": tmp_path}, hirag={"maintenance_enabled": False})  # type: ignore[arg-type]
     with (
-        ServerThread(create_app(settings, memory)) as server,
+        ServerThread(create_app(settings, model=model)) as server,
         httpx.Client(base_url=server.url, timeout=30) as c,
     ):
         yield c
@@ -196,4 +196,6 @@ def test_openapi_and_health(client: httpx.Client) -> None:
     spec = client.get("/openapi.json").json()
     assert "/api/v1/contexts/search" in spec["paths"]
     health = client.get("/health").json()
-    assert health["token_counter"] == "tiktoken:cl100k_base" and health["dimension"] == 384
+    assert health["status"] == "healthy"
+    assert health["store"]["token_counter"] == "tiktoken:cl100k_base"
+    assert health["store"]["dimension"] == 384

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
+import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 from click.testing import CliRunner
@@ -55,12 +60,16 @@ def test_ingest_reports_the_bad_line(tmp_path: Path) -> None:
     assert "bad.jsonl:2" in result.output
 
 
-def test_serve_stores_and_survives_a_restart(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    env = {**os.environ, "HIRAG_HIRAG__MAINTENANCE_ENABLED": "false"}
-
-    def start() -> tuple[subprocess.Popen[bytes], str]:
-        port = free_port()
+def _serve(
+    data: Path, log: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`hirag-oz serve` as a real process on a free port, its log in `log`."""
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("HIRAG_")} | {
+        "HIRAG_HIRAG__MAINTENANCE_ENABLED": "false",
+        **(env or {}),
+    }
+    with log.open("ab") as sink:
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -72,12 +81,20 @@ def test_serve_stores_and_survives_a_restart(tmp_path: Path) -> None:
                 "--port",
                 str(port),
             ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            env=environment,
+            stdout=sink,
+            stderr=sink,
         )
-        wait_for_port(port, timeout=120)
-        return proc, f"http://127.0.0.1:{port}"
+    wait_for_port(port, timeout=120)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def test_serve_stores_and_survives_a_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    log = tmp_path / "serve.log"
+
+    def start() -> tuple[subprocess.Popen[bytes], str]:
+        return _serve(data, log)
 
     proc, url = start()
     try:
@@ -98,6 +115,88 @@ def test_serve_stores_and_survives_a_restart(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+    # Served on loopback without keys: allowed, with one warning per start.
+    warnings = [line for line in log.read_text().splitlines() if "no API keys configured" in line]
+    assert len(warnings) == 2
+
+
+def test_serve_refuses_a_public_address_without_keys(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HIRAG_")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hirag_oz.cli",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert "refusing to serve on 0.0.0.0 without API keys" in result.stderr
+    assert not (tmp_path / "qdrant").exists(), "nothing is opened before the check"
+
+
+def test_sigterm_finishes_the_request_in_flight_and_logs_are_json(
+    tmp_path: Path, make_memory: Any
+) -> None:
+    data = tmp_path / "data"
+    log = tmp_path / "serve.log"
+    key = "sk-" + uuid.uuid4().hex
+    secret = "the vault code is " + uuid.uuid4().hex
+    auth = {"Authorization": f"Bearer {key}"}
+    proc, url = _serve(data, log, {"HIRAG_API_KEYS": key})
+    batch = [
+        {"text": f"note {i}: the team discussed item {i} of the quarterly roadmap at length"}
+        for i in range(600)
+    ]
+    result: dict[str, httpx.Response] = {}
+    try:
+        r = httpx.post(f"{url}/api/v1/contexts", json={"text": secret}, headers=auth, timeout=60)
+        assert r.status_code == 201
+
+        def send_batch() -> None:
+            result["batch"] = httpx.post(
+                f"{url}/api/v1/contexts/batch", json={"items": batch}, headers=auth, timeout=120
+            )
+
+        sender = threading.Thread(target=send_batch)
+        sender.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until the batch is being served
+            metrics = httpx.get(f"{url}/metrics", timeout=10).text
+            if re.search(r"^hirag_http_requests_in_flight 2\.0$", metrics, re.M):
+                break
+            time.sleep(0.02)
+        else:
+            raise AssertionError("the batch request never started")
+        proc.send_signal(signal.SIGTERM)
+        sender.join(timeout=120)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    response = result["batch"]
+    assert response.status_code == 201 and len(response.json()["ids"]) == 600
+    # Everything answered before the stop is on disk.
+    assert make_memory(data).count() == 601
+
+    lines = log.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    requests = [r for r in records if r.get("event") == "request"]
+    stored = next(r for r in requests if r["route"] == "/api/v1/contexts")
+    assert stored["status"] == 201 and stored["method"] == "POST"
+    assert len(stored["request_id"]) == 32 and stored["duration_ms"] > 0
+    assert stored["level"] == "info" and "timestamp" in stored
+    assert any(r["route"] == "/api/v1/contexts/batch" and r["status"] == 201 for r in requests)
+    text = log.read_text()
+    assert key not in text and secret not in text
 
 
 def test_invalid_config_stops_start_up_with_the_key(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import sys
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from hirag_oz.config import Settings, load_settings
-from hirag_oz.errors import HiragError
+from hirag_oz.errors import ConfigurationError, HiragError
 from hirag_oz.memory.models import NewContext
 
 
@@ -69,23 +70,49 @@ def serve(
     if config is not None:
         ctx.obj["config"] = config
     settings = _settings(ctx, data_dir=data_dir, host=host, port=port)
-    logging.basicConfig(level=settings.logging.level.upper())
+    from hirag_oz.observability.logging import configure_logging
+
+    configure_logging(settings.logging.level, settings.logging.format)
+    check_exposure(settings)
     run_server(settings)
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings) -> None:
+    """Without API keys the service only listens on loopback; anywhere else it refuses."""
+    if settings.server.api_keys:
+        return
+    host = settings.server.host
+    if not is_loopback(host):
+        raise ConfigurationError(
+            f"refusing to serve on {host} without API keys: set HIRAG_API_KEYS or "
+            "[server] api_keys, or bind to 127.0.0.1"
+        )
+    logging.getLogger("hirag_oz").warning(
+        "no API keys configured: /api/ is open to anyone who can reach %s", host
+    )
+
+
 def run_server(settings: Settings) -> None:
-    """Serve until SIGTERM/SIGINT, then finish in-flight requests, close the store, return."""
+    """Serve until SIGTERM/SIGINT; then stop accepting, let in-flight requests finish (up
+    to `server.shutdown_timeout_secs`), stop background tasks, close the store, return."""
     import contextlib
     import signal
 
     import uvicorn
 
-    from hirag_oz.api.app import create_app
+    from hirag_oz.api.app import create_app, server_config
 
-    config = uvicorn.Config(
-        create_app(settings), host=settings.server.host, port=settings.server.port, log_level="info"
-    )
-    server = uvicorn.Server(config)
+    app = create_app(settings)
+    server = uvicorn.Server(server_config(app, settings.server.host, settings.server.port))
 
     def stop(signum: int, _frame: object) -> None:
         server.should_exit = True
@@ -96,6 +123,8 @@ def run_server(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     server.run()
+    if not server.started:
+        raise click.ClickException("the service did not start (see the log above)")
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

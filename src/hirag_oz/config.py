@@ -41,6 +41,7 @@ class ServerSettings(_Section):
     data_dir: Path = Path("./data")
     max_body_size_mb: int = Field(10, ge=1, le=1024)
     api_keys: list[SecretStr] = Field(default_factory=list)
+    shutdown_timeout_secs: float = Field(30.0, gt=0, le=3600)
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -33,6 +33,18 @@ class BadRequestError(ValidationError):
     status = 400
 
 
+class UnauthorizedError(HiragError):
+    """No API key, or one that is not configured."""
+
+    status = 401
+    code = "UNAUTHORIZED"
+
+
+class ForbiddenError(HiragError):
+    status = 403
+    code = "FORBIDDEN"
+
+
 class NotFoundError(HiragError):
     status = 404
     code = "NOT_FOUND"
@@ -41,6 +53,33 @@ class NotFoundError(HiragError):
 class ConflictError(HiragError):
     status = 409
     code = "CONFLICT"
+
+
+class PayloadTooLargeError(HiragError):
+    status = 413
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class UnsupportedMediaTypeError(HiragError):
+    status = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class RateLimitedError(HiragError):
+    """Too many requests for one client; `retry_after` says how many seconds to wait."""
+
+    status = 429
+    code = "RATE_LIMIT"
+
+    def __init__(
+        self, message: str, details: dict[str, Any] | None = None, retry_after: int = 1
+    ) -> None:
+        super().__init__(message, details)
+        self.retry_after = retry_after
+
+
+class InternalError(HiragError):
+    """An unexpected failure on the server; `details.request_id` identifies it in the logs."""
 
 
 class UpstreamError(HiragError):

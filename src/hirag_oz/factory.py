@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hirag_oz.config import Settings, load_settings
 from hirag_oz.embeddings.base import Embedder
 from hirag_oz.embeddings.cache import CachedEmbedder
 from hirag_oz.memory.clock import Clock
 from hirag_oz.memory.manager import HiRAG
+from hirag_oz.resilience import CircuitBreaker
 from hirag_oz.store.base import VectorStore
 from hirag_oz.tokens import TokenCounterInfo, load_token_counter
+
+if TYPE_CHECKING:
+    from hirag_oz.observability.metrics import Metrics
 
 
 def build_store(settings: Settings) -> VectorStore:
@@ -32,16 +37,34 @@ def build_store(settings: Settings) -> VectorStore:
     )
 
 
-def build_embedder(settings: Settings) -> Embedder:
-    """The configured embedder, behind the LRU+TTL cache when enabled."""
+@dataclass
+class Components:
+    """The object graph of one service instance, built from settings in one place."""
+
+    settings: Settings
+    memory: HiRAG
+    store: VectorStore
+    model: Embedder
+    """The embedder under the cache: a call to it reaches the model."""
+    cache: CachedEmbedder | None
+    tokens: TokenCounterInfo
+    breakers: list[CircuitBreaker] = field(default_factory=list)
+
+    def close(self) -> None:
+        self.memory.stop_maintenance()
+        self.memory.close()
+
+
+def build_model(settings: Settings, breakers: list[CircuitBreaker]) -> Embedder:
+    """The configured embedding model, local or remote (its breaker goes to `breakers`)."""
     cfg = settings.embedding
-    inner: Embedder
     if cfg.provider == "openai":
         from hirag_oz.embeddings.openai import OpenAICompatibleEmbedder
-        from hirag_oz.resilience import CircuitBreaker
 
         assert cfg.api_url is not None
-        inner = OpenAICompatibleEmbedder(
+        breaker = CircuitBreaker("embedding")
+        breakers.append(breaker)
+        return OpenAICompatibleEmbedder(
             api_url=cfg.api_url,
             api_key=cfg.api_key.get_secret_value() if cfg.api_key else None,
             model=cfg.model,
@@ -49,37 +72,63 @@ def build_embedder(settings: Settings) -> Embedder:
             batch_size=cfg.batch_size,
             timeout_secs=cfg.timeout_secs,
             max_retries=cfg.max_retries,
-            breaker=CircuitBreaker("embedding"),
+            breaker=breaker,
         )
-    else:
-        from hirag_oz.embeddings.local import LocalMiniLMEmbedder
+    from hirag_oz.embeddings.local import LocalMiniLMEmbedder
 
-        inner = LocalMiniLMEmbedder(batch_size=cfg.batch_size)
-    if cfg.cache_enabled:
-        return CachedEmbedder(inner, cfg.cache_size, cfg.cache_ttl_secs)
-    return inner
+    return LocalMiniLMEmbedder(batch_size=cfg.batch_size)
 
 
-def build_memory(
+def build_components(
     settings: Settings,
     *,
-    embedder: Embedder | None = None,
+    model: Embedder | None = None,
     store: VectorStore | None = None,
     tokens: TokenCounterInfo | None = None,
     clock: Clock | None = None,
-) -> HiRAG:
+    metrics: Metrics | None = None,
+) -> Components:
+    """Everything a service instance needs. `model` replaces the configured embedding
+    model (it still gets batching, metering and the cache)."""
+    from hirag_oz.embeddings.batching import CoalescingEmbedder
+
+    breakers: list[CircuitBreaker] = []
+    base = model or build_model(settings, breakers)
+    if metrics is not None:
+        from hirag_oz.observability.metrics import MeteredEmbedder
+
+        base = MeteredEmbedder(base, metrics)
+    # Concurrent requests each embed one query; merging them into one model call is what
+    # lets a 2-core machine serve many searches at once.
+    inner: Embedder = CoalescingEmbedder(base, max_batch=settings.embedding.batch_size)
+    cfg = settings.embedding
+    cache = CachedEmbedder(inner, cfg.cache_size, cfg.cache_ttl_secs) if cfg.cache_enabled else None
     tokens = tokens or load_token_counter(
         settings.token_estimator.kind, settings.token_estimator.tokens_per_word
     )
-    return HiRAG(
-        store or build_store(settings),
-        embedder or build_embedder(settings),
+    store = store or build_store(settings)
+    memory = HiRAG(
+        store,
+        cache or inner,
         tokens.counter,
         settings.hirag,
         collection_prefix=settings.vector_db.collection_prefix,
         distance=settings.vector_db.distance,
         clock=clock,
     )
+    return Components(settings, memory, store, inner, cache, tokens, breakers)
+
+
+def build_memory(
+    settings: Settings,
+    *,
+    model: Embedder | None = None,
+    store: VectorStore | None = None,
+    tokens: TokenCounterInfo | None = None,
+    clock: Clock | None = None,
+) -> HiRAG:
+    """A HiRAG over the configured (or given) components."""
+    return build_components(settings, model=model, store=store, tokens=tokens, clock=clock).memory
 
 
 def open_memory(

@@ -1,57 +1,106 @@
-"""The FastAPI application factory. No global state: every app owns its memory."""
+"""The FastAPI application factory. No global state: every app owns its components and its
+metrics registry, so tests can build many apps in one process."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import uvicorn
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from hirag_oz import __version__
 from hirag_oz.api.contexts import router as contexts_router
 from hirag_oz.api.errors import install_error_handlers
+from hirag_oz.api.middleware import (
+    AuthMiddleware,
+    BodyLimitMiddleware,
+    ObserveMiddleware,
+    RateLimitMiddleware,
+)
+from hirag_oz.api.operations import build_health
+from hirag_oz.api.operations import router as operations_router
+from hirag_oz.api.ratelimit import RateLimiter
 from hirag_oz.config import Settings
-from hirag_oz.memory.manager import HiRAG
+from hirag_oz.embeddings.base import Embedder
+from hirag_oz.factory import build_components
+from hirag_oz.memory.clock import Clock
+from hirag_oz.observability.metrics import Metrics
+from hirag_oz.store.base import VectorStore
 
 
-def create_app(settings: Settings, memory: HiRAG | None = None) -> FastAPI:
-    """An app over `memory`, or over one built from `settings` at start-up (and closed at exit)."""
+def create_app(
+    settings: Settings,
+    *,
+    model: Embedder | None = None,
+    store: VectorStore | None = None,
+    clock: Clock | None = None,
+) -> FastAPI:
+    """The service over components built from `settings` at start-up and closed at exit.
+
+    `model` and `store` replace the configured embedding model and vector store (tests
+    share one loaded model between apps).
+    """
+    metrics = Metrics()
+    # Built now, so a bad storage URI or proxy list fails at start-up, not on a request.
+    limiter = RateLimiter(settings.rate_limit) if settings.rate_limit.enabled else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        owned = memory is None
-        if owned:
-            from hirag_oz.factory import build_memory
-
-            app.state.memory = build_memory(settings)
+        parts = await run_in_threadpool(
+            build_components, settings, model=model, store=store, clock=clock, metrics=metrics
+        )
+        if parts.cache is not None:
+            metrics.watch_cache("embedding", parts.cache)
+        metrics.watch_breakers(parts.breakers)
+        app.state.components = parts
+        app.state.health = build_health(parts)
         if settings.hirag.maintenance_enabled:
-            app.state.memory.start_maintenance()
+            parts.memory.start_maintenance()
         try:
             yield
         finally:
-            app.state.memory.stop_maintenance()
-            if owned:
-                app.state.memory.close()
+            app.state.health.close()
+            await run_in_threadpool(parts.close)
 
     app = FastAPI(
         title="hirag-oz",
         version=__version__,
-        description="Context and memory service for LLM agents.",
+        description=(
+            "Context and memory service for LLM agents. Routes under /api/ need "
+            "`Authorization: Bearer <key>` when keys are configured. Every error is "
+            "`{code, message, details}`."
+        ),
         lifespan=lifespan,
     )
     app.state.settings = settings
-    if memory is not None:
-        app.state.memory = memory
+    app.state.metrics = metrics
     install_error_handlers(app)
+    app.include_router(operations_router)
     app.include_router(contexts_router)
 
-    @app.get("/health/live", tags=["operations"])
-    def live() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/health", tags=["operations"])
-    def health() -> dict[str, object]:
-        stats = app.state.memory.stats()
-        return {"status": "healthy", "version": __version__, **stats}
-
+    # Starlette puts the last added middleware outermost.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_size_mb * 1024**2)
+    if limiter is not None:
+        app.add_middleware(RateLimitMiddleware, limiter=limiter, metrics=metrics)
+    keys = [k.get_secret_value() for k in settings.server.api_keys]
+    app.add_middleware(AuthMiddleware, keys=keys, metrics=metrics)
+    app.add_middleware(ObserveMiddleware, metrics=metrics)
     return app
+
+
+def server_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
+    """How uvicorn runs an app of `create_app`: logs through our logging, requests logged by
+    our middleware, `X-Forwarded-For` left to the rate limiter's `trusted_proxies`."""
+    settings: Settings = app.state.settings
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=math.ceil(settings.server.shutdown_timeout_secs),
+    )

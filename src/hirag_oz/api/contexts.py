@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 
+from hirag_oz.api.deps import components, metrics, require_json
 from hirag_oz.api.schemas import (
+    ERROR_RESPONSES,
     BatchStoreRequest,
     BatchStoreResponse,
     ClearedResponse,
@@ -14,7 +16,6 @@ from hirag_oz.api.schemas import (
     ContextOut,
     DeletedResponse,
     DeleteRequest,
-    ErrorBody,
     PatchContextRequest,
     SearchRequest,
     SearchResponse,
@@ -26,18 +27,16 @@ from hirag_oz.memory.manager import HiRAG
 from hirag_oz.memory.models import DEFAULT_AGENT, NewContext
 from hirag_oz.store.filters import parse_filter
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    400: {"model": ErrorBody},
-    404: {"model": ErrorBody},
-    422: {"model": ErrorBody},
-}
-
-router = APIRouter(prefix="/api/v1/contexts", tags=["contexts"], responses=_ERRORS)
+router = APIRouter(
+    prefix="/api/v1/contexts",
+    tags=["contexts"],
+    responses=ERROR_RESPONSES,
+    dependencies=[Depends(require_json)],
+)
 
 
 def _memory(request: Request) -> HiRAG:
-    memory: HiRAG = request.app.state.memory
-    return memory
+    return components(request).memory
 
 
 def _new(item: StoreContextRequest) -> NewContext:
@@ -55,36 +54,43 @@ def _new(item: StoreContextRequest) -> NewContext:
 @router.post("", status_code=201, response_model=StoreContextResponse)
 def store_context(body: StoreContextRequest, request: Request) -> StoreContextResponse:
     """Store one context; 201 means it is durable."""
-    ref = _memory(request).store_many([_new(body)])[0]
+    with metrics(request).operation("store"):
+        ref = _memory(request).store_many([_new(body)])[0]
     return StoreContextResponse(id=ref.id, token_count=ref.token_count, level=ref.level.value)
 
 
 @router.post("/batch", status_code=201, response_model=BatchStoreResponse)
 def store_batch(body: BatchStoreRequest, request: Request) -> BatchStoreResponse:
     """Store many contexts with one embedding batch and one write per level."""
-    refs = _memory(request).store_many([_new(item) for item in body.items])
+    with metrics(request).operation("store_batch"):
+        refs = _memory(request).store_many([_new(item) for item in body.items])
     return BatchStoreResponse(ids=[r.id for r in refs], token_counts=[r.token_count for r in refs])
 
 
 @router.post("/search", response_model=SearchResponse)
 def search_contexts(body: SearchRequest, request: Request) -> dict[str, object]:
     """The most relevant contexts that fit `max_tokens`, sorted by score."""
-    result = _memory(request).search(
-        body.query,
-        body.max_tokens,
-        levels=body.levels,
-        agent_id=body.agent_id or DEFAULT_AGENT,
-        session_id=body.session_id,
-        user_id=body.user_id,
-        filters=parse_filter(body.filters),
-        as_of=body.as_of,
-    )
+    recorder = metrics(request)
+    with recorder.operation("search"):
+        result = _memory(request).search(
+            body.query,
+            body.max_tokens,
+            levels=body.levels,
+            agent_id=body.agent_id or DEFAULT_AGENT,
+            session_id=body.session_id,
+            user_id=body.user_id,
+            filters=parse_filter(body.filters),
+            as_of=body.as_of,
+        )
+    recorder.observe_budget("search", result.total_tokens, body.max_tokens)
     return result.to_dict()
 
 
 @router.post("/delete", response_model=DeletedResponse)
 def delete_by_body(body: DeleteRequest, request: Request) -> DeletedResponse:
-    _memory(request).delete(body.id)
+    """Delete by id in the body (the original service's route)."""
+    with metrics(request).operation("delete"):
+        _memory(request).delete(body.id)
     return DeletedResponse(id=body.id, deleted=True)
 
 
@@ -94,8 +100,8 @@ def clear_level(
 ) -> ClearedResponse:
     """Delete a level's items (only `agent_id`'s when given). The body may be a bare string."""
     level, agent = (body, None) if isinstance(body, str) else (body.level, body.agent_id)
-    memory = _memory(request)
-    cleared = memory.clear_level(level, agent_id=agent)
+    with metrics(request).operation("clear"):
+        cleared = _memory(request).clear_level(level, agent_id=agent)
     return ClearedResponse(level=Level.parse(level).value, cleared=cleared)
 
 
@@ -103,7 +109,9 @@ def clear_level(
 def get_context(
     context_id: str, request: Request, agent_id: Annotated[str | None, Query()] = None
 ) -> dict[str, object]:
-    return _memory(request).get(context_id, agent_id=agent_id).to_dict()
+    """One context by id (404 when unknown, or not `agent_id`'s)."""
+    with metrics(request).operation("get"):
+        return _memory(request).get(context_id, agent_id=agent_id).to_dict()
 
 
 @router.patch("/{context_id}", response_model=ContextOut)
@@ -114,14 +122,15 @@ def patch_context(
     agent_id: Annotated[str | None, Query()] = None,
 ) -> dict[str, object]:
     """Change text (re-embedded), merge metadata, move to another level."""
-    context = _memory(request).update(
-        context_id,
-        text=body.text,
-        metadata=body.metadata,
-        level=body.level,
-        timestamp=body.timestamp,
-        agent_id=agent_id,
-    )
+    with metrics(request).operation("update"):
+        context = _memory(request).update(
+            context_id,
+            text=body.text,
+            metadata=body.metadata,
+            level=body.level,
+            timestamp=body.timestamp,
+            agent_id=agent_id,
+        )
     return context.to_dict()
 
 
@@ -129,5 +138,7 @@ def patch_context(
 def delete_context(
     context_id: str, request: Request, agent_id: Annotated[str | None, Query()] = None
 ) -> DeletedResponse:
-    _memory(request).delete(context_id, agent_id=agent_id)
+    """Delete one context (404 when unknown)."""
+    with metrics(request).operation("delete"):
+        _memory(request).delete(context_id, agent_id=agent_id)
     return DeletedResponse(id=context_id, deleted=True)

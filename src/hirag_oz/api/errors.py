@@ -29,6 +29,18 @@ _HTTP_CODES = {
 }
 
 
+class BodyTooLarge(StarletteHTTPException):
+    """Raised from `receive` once a body passes the limit; the app answers 413.
+
+    An HTTPException, because FastAPI turns any other error raised while it reads a body
+    into a 400.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body is larger than {max_bytes} bytes")
+        self.max_bytes = max_bytes
+
+
 def envelope(
     status: int, code: str, message: str, details: dict[str, Any] | None = None
 ) -> JSONResponse:
@@ -61,6 +73,10 @@ def install_error_handlers(app: FastAPI) -> None:
             422, "VALIDATION_ERROR", "request does not match the schema", {"errors": fields}
         )
 
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
+        return envelope(413, "PAYLOAD_TOO_LARGE", str(exc.detail), {"max_bytes": exc.max_bytes})
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(
@@ -69,9 +85,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return envelope(exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        request_id = uuid.uuid4().hex
-        logger.error("unexpected error %s: %r", request_id, exc, exc_info=exc)
-        return envelope(
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
+        logger.error(
+            "unexpected error", extra={"request_id": request_id, "error": repr(exc)}, exc_info=exc
+        )
+        response = envelope(
             500, "INTERNAL_ERROR", "unexpected server error", {"request_id": request_id}
         )
+        response.headers["x-request-id"] = request_id
+        return response

@@ -120,3 +120,38 @@ class ErrorBody(BaseModel):
     code: str
     message: str
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+def _error_example(
+    code: str, message: str, details: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "model": ErrorBody,
+        "content": {
+            "application/json": {
+                "example": {"code": code, "message": message, "details": details or {}}
+            }
+        },
+    }
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error_example("VALIDATION_ERROR", "request body is not valid JSON"),
+    401: _error_example("UNAUTHORIZED", "the API key is not valid"),
+    404: _error_example("NOT_FOUND", "no context with id 3f1c..."),
+    413: _error_example(
+        "PAYLOAD_TOO_LARGE", "request body is larger than 10485760 bytes", {"max_bytes": 10485760}
+    ),
+    415: _error_example("UNSUPPORTED_MEDIA_TYPE", "expected 'Content-Type: application/json'"),
+    422: _error_example(
+        "VALIDATION_ERROR",
+        "request does not match the schema",
+        {"errors": [{"field": "max_tokens", "message": "Field required", "type": "missing"}]},
+    ),
+    429: _error_example(
+        "RATE_LIMIT",
+        "rate limit exceeded; retry after 12 s",
+        {"limit": 600, "remaining": 0, "retry_after_seconds": 12},
+    ),
+    500: _error_example("INTERNAL_ERROR", "unexpected server error", {"request_id": "9b2e..."}),
+}

@@ -1,0 +1,213 @@
+"""One Prometheus registry per app, and the metrics the service records in it.
+
+Every label takes a bounded set of values: route templates (never raw paths), HTTP methods,
+status codes, operation names, breaker names. Values that already live in other objects
+(cache hit counts, breaker states) are read at scrape time instead of being copied.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Protocol
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from hirag_oz.embeddings.base import Embedder
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+TOKEN_BUCKETS = (50, 100, 250, 500, 1000, 2000, 3750, 5000, 8000, 16000, 32000, 100000)
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class _HasHitsMisses(Protocol):
+    hits: int
+    misses: int
+
+    def size(self) -> int: ...
+
+
+class _HasState(Protocol):
+    name: str
+
+    @property
+    def state(self) -> str: ...
+
+
+class _Callback(Collector):
+    """A collector whose samples come from a function called at scrape time."""
+
+    def __init__(self, produce: Callable[[], Iterable[Metric]]) -> None:
+        self._produce = produce
+
+    def collect(self) -> Iterable[Metric]:
+        return self._produce()
+
+
+class Metrics:
+    """The service's metrics in a registry of their own (tests build many apps)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        r = self.registry
+        self.http_requests = Counter(
+            "hirag_http_requests_total",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.http_latency = Histogram(
+            "hirag_http_request_duration_seconds",
+            "HTTP request latency by route template and method.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.http_in_flight = Gauge(
+            "hirag_http_requests_in_flight", "HTTP requests being served.", registry=r
+        )
+        self.operations = Counter(
+            "hirag_operations_total",
+            "Service operations (store, search, ...) by outcome.",
+            ["operation", "outcome"],
+            registry=r,
+        )
+        self.operation_latency = Histogram(
+            "hirag_operation_duration_seconds",
+            "Service operation latency, without HTTP overhead.",
+            ["operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.embedding_calls = Counter(
+            "hirag_embedding_calls_total",
+            "Calls to the embedding model (after caching and batching) by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.embedding_texts = Counter(
+            "hirag_embedding_texts_total", "Texts sent to the embedding model.", registry=r
+        )
+        self.embedding_latency = Histogram(
+            "hirag_embedding_duration_seconds",
+            "Latency of one call to the embedding model.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.token_budget_used = Histogram(
+            "hirag_token_budget_used_tokens",
+            "Tokens of the contexts returned within a budget.",
+            ["operation"],
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.token_budget_limit = Histogram(
+            "hirag_token_budget_limit_tokens",
+            "Token budgets asked for.",
+            ["operation"],
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "hirag_rate_limit_rejections_total", "Requests rejected with 429.", registry=r
+        )
+        self.auth_failures = Counter(
+            "hirag_auth_failures_total",
+            "Requests rejected with 401, by reason.",
+            ["reason"],
+            registry=r,
+        )
+
+    # ------------------------------------------------------------------------- recording
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        method = method if method in _METHODS else "OTHER"
+        self.http_requests.labels(route, method, str(status)).inc()
+        self.http_latency.labels(route, method).observe(seconds)
+
+    @contextmanager
+    def operation(self, name: str) -> Iterator[None]:
+        """Count and time one operation; an exception counts as an error and propagates."""
+        started = time.perf_counter()
+        try:
+            yield
+        except BaseException:
+            self.operations.labels(name, "error").inc()
+            raise
+        finally:
+            self.operation_latency.labels(name).observe(time.perf_counter() - started)
+        self.operations.labels(name, "ok").inc()
+
+    def observe_budget(self, operation: str, used: int, limit: int) -> None:
+        self.token_budget_used.labels(operation).observe(used)
+        self.token_budget_limit.labels(operation).observe(limit)
+
+    # ------------------------------------------------------------ values read at scrape
+    def watch_cache(self, name: str, cache: _HasHitsMisses) -> None:
+        def produce() -> Iterator[Metric]:
+            prefix = f"hirag_{name}_cache"
+            hits = CounterMetricFamily(f"{prefix}_hits", f"{name} cache hits.")
+            hits.add_metric([], cache.hits)
+            misses = CounterMetricFamily(f"{prefix}_misses", f"{name} cache misses.")
+            misses.add_metric([], cache.misses)
+            size = GaugeMetricFamily(f"{prefix}_entries", f"Entries in the {name} cache.")
+            size.add_metric([], cache.size())
+            yield from (hits, misses, size)
+
+        self.registry.register(_Callback(produce))
+
+    def watch_breakers(self, breakers: Sequence[_HasState]) -> None:
+        def produce() -> Iterator[Metric]:
+            gauge = GaugeMetricFamily(
+                "hirag_circuit_breaker_state",
+                "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+                labels=["breaker"],
+            )
+            for breaker in breakers:
+                gauge.add_metric([breaker.name], BREAKER_STATES[breaker.state])
+            yield gauge
+
+        self.registry.register(_Callback(produce))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MeteredEmbedder:
+    """Counts and times every call that reaches the wrapped embedding model."""
+
+    def __init__(self, inner: Embedder, metrics: Metrics) -> None:
+        self.inner = inner
+        self.model_name = inner.model_name
+        self._metrics = metrics
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        m = self._metrics
+        started = time.perf_counter()
+        try:
+            vectors = self.inner.embed(texts)
+        except Exception:
+            m.embedding_calls.labels("error").inc()
+            raise
+        finally:
+            m.embedding_latency.observe(time.perf_counter() - started)
+        m.embedding_calls.labels("ok").inc()
+        m.embedding_texts.inc(len(texts))
+        return vectors
