@@ -9,7 +9,7 @@ DATA_DIR ?= ./data
 HOST ?= 127.0.0.1
 PORT ?= 8081
 
-.PHONY: install install-dev serve test lint typecheck bench clean
+.PHONY: install install-dev serve test lint typecheck bench bench-http clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,9 @@ typecheck: install-dev
 
 bench: install-dev
 	$(BIN)/python bench/store_search.py
+
+bench-http: install-dev
+	$(BIN)/python bench/http_load.py --clients 1,4,8
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

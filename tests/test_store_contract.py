@@ -150,7 +150,13 @@ def test_hybrid_search_returns_dense_and_lexical_hits(store: VectorStore) -> Non
     assert dense[0].payload["text"] == "red apples in the basket"
     assert dense[0].score == pytest.approx(1.0, abs=1e-4)
     assert lexical[0].payload["text"] == "a blue car on the road"
-    assert lexical[0].dense == pytest.approx([0, 1, 0])
+    assert lexical[0].dense_score == pytest.approx(0.0, abs=1e-4)
+    # A lexical hit outside the dense top-k still gets its dense score for the query.
+    query = [0.8, 0.6, 0.0]
+    dense, lexical = store.hybrid_search("c", query, BM25.query("blue car"), 1, None)
+    assert [h.payload["text"] for h in dense] == ["green apples and pears"]
+    assert lexical[0].payload["text"] == "a blue car on the road"
+    assert lexical[0].dense_score == pytest.approx(0.6, abs=1e-4)
     filtered, _ = store.hybrid_search(
         "c", [1, 0, 0], SparseVec([], []), 10, Filter(must=(Condition("agent_id", match="b"),))
     )

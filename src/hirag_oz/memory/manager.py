@@ -289,13 +289,18 @@ class HiRAG:
 
         scored: dict[str, _Scored] = {}
         malformed = 0
-        limit = self.settings.candidates_per_level
+        limit = candidate_limit(max_tokens, self.settings.candidates_per_level)
         for level in wanted:
             dense_hits, sparse_hits = self.backend.hybrid_search(
-                self.collections[level], query_vector, query_sparse, limit, flt
+                self.collections[level],
+                query_vector,
+                query_sparse,
+                limit,
+                flt,
+                payload_keys=_RANKING_KEYS,
             )
             for point, similarity in self._hybrid(query_vector, dense_hits, sparse_hits):
-                if not _well_formed(point.payload):
+                if not _rankable(point.payload):
                     malformed += 1
                     continue
                 if point.id in scored:
@@ -309,9 +314,6 @@ class HiRAG:
                     self.weights,
                 )
                 scored[point.id] = _Scored(point, level, similarity, score)
-        if malformed:
-            logger.warning("skipped %d malformed point(s) during search", malformed)
-
         chosen = select_within_budget(
             [
                 Candidate(key, s.level, s.score, s.similarity, int(s.point.payload["token_count"]))
@@ -323,14 +325,23 @@ class HiRAG:
             self.settings.relevance_threshold,
         )
         picked = [scored[c.key] for c in chosen]
-        counts = self._count_access(picked)
+        # Only the chosen few are read whole (text, metadata); the candidates were ranked on
+        # the few payload keys that scoring needs, which keeps a search cheap.
+        current = self._count_access(picked)
         contexts = []
         for s in picked:
-            context = _context(s.point, s.level)
+            whole = current.get(s.point.id)
+            if whole is None:
+                continue  # deleted since it was found
+            if not _well_formed(whole.payload):
+                malformed += 1
+                continue
+            context = _context(whole, s.level)
             context.relevance_score = round(s.score, 6)
             context.similarity = round(s.similarity, 6)
-            context.access_count = counts.get(s.point.id, context.access_count)
             contexts.append(context)
+        if malformed:
+            logger.warning("skipped %d malformed point(s) during search", malformed)
         distribution: dict[str, int] = {}
         for c in contexts:
             distribution[c.level.value] = distribution.get(c.level.value, 0) + 1
@@ -355,7 +366,7 @@ class HiRAG:
         """Union of dense and BM25 candidates with similarity = a*dense + (1-a)*lexical.
 
         Lexical is BM25 divided by the best BM25 score of this query, so it lies in [0, 1].
-        A BM25-only candidate's dense similarity is computed from its returned vector.
+        A BM25-only candidate's dense similarity comes from the store (`dense_score`).
         """
         alpha = self.settings.hybrid_alpha
         top_bm25 = max((h.score for h in sparse_hits), default=0.0)
@@ -375,8 +386,8 @@ class HiRAG:
             if h.id in seen:
                 continue
             dense_sim = (
-                similarity_from_score(self.distance, _raw_score(self.distance, query, h.dense))
-                if h.dense is not None
+                similarity_from_score(self.distance, h.dense_score)
+                if h.dense_score is not None
                 else 0.0
             )
             out.append(
@@ -384,14 +395,17 @@ class HiRAG:
             )
         return out
 
-    def _count_access(self, picked: Sequence[_Scored]) -> dict[str, int]:
-        """Increment access_count of what a search returned; serialised so none is lost."""
+    def _count_access(self, picked: Sequence[_Scored]) -> dict[str, StoredPoint]:
+        """Increment access_count of what a search returned; serialised so none is lost.
+
+        Returns the points as stored now (whole payloads, new counts), by id.
+        """
         if not picked:
             return {}
         by_level: dict[Level, list[str]] = {}
         for s in picked:
             by_level.setdefault(s.level, []).append(s.point.id)
-        counts: dict[str, int] = {}
+        found: dict[str, StoredPoint] = {}
         with self._access_lock:
             for level, ids in by_level.items():
                 collection = self.collections[level]
@@ -399,11 +413,12 @@ class HiRAG:
                 groups: dict[int, list[str]] = {}
                 for p in current:
                     new = int(p.payload.get("access_count") or 0) + 1
-                    counts[p.id] = new
+                    p.payload["access_count"] = new
+                    found[p.id] = p
                     groups.setdefault(new, []).append(p.id)
                 for value, group in groups.items():
                     self.backend.set_payload(collection, group, {"access_count": value})
-        return counts
+        return found
 
     # ------------------------------------------------------------------ get/update/delete
     def get(self, context_id: str, *, agent_id: str | None = None) -> Context:
@@ -616,6 +631,27 @@ def _scope_filter(
     return Filter(must=tuple(conditions))
 
 
+_RANKING_KEYS = ("timestamp", "token_count", "access_count")
+# Candidates per level and query: enough to fill the budget with items of this many tokens
+# (few stored items are shorter), and never fewer than the floor, so ranking has a choice.
+_TOKENS_PER_CANDIDATE = 10
+_MIN_CANDIDATES = 40
+
+
+def candidate_limit(max_tokens: int, ceiling: int) -> int:
+    """How many candidates to fetch per level and query for a budget of `max_tokens`."""
+    wanted = max(_MIN_CANDIDATES, math.ceil(max_tokens / _TOKENS_PER_CANDIDATE))
+    return min(ceiling, wanted)
+
+
+def _rankable(payload: dict[str, Any]) -> bool:
+    return (
+        isinstance(payload.get("timestamp"), int | float)
+        and isinstance(payload.get("token_count"), int)
+        and isinstance(payload.get("access_count", 0), int)
+    )
+
+
 def _well_formed(payload: dict[str, Any]) -> bool:
     try:
         return (
@@ -645,16 +681,6 @@ def _context(point: StoredPoint, level: Level) -> Context:
         access_count=int(p.get("access_count") or 0),
         stored_at=to_datetime(float(p.get("stored_at", p["timestamp"]))),
     )
-
-
-def _raw_score(distance: str, query: list[float], vector: list[float]) -> float:
-    if distance == "Euclid":
-        return math.sqrt(sum((a - b) ** 2 for a, b in zip(query, vector, strict=False)))
-    dot = sum(a * b for a, b in zip(query, vector, strict=False))
-    if distance == "Dot":
-        return dot
-    norm = math.sqrt(sum(a * a for a in query)) * math.sqrt(sum(b * b for b in vector))
-    return dot / norm if norm else 0.0
 
 
 def _is_uuid(value: str) -> bool:

@@ -37,12 +37,16 @@ class StoredPoint:
 
 @dataclass
 class ScoredHit:
-    """A search hit. `score` is the engine's raw score (for Euclid: a distance, lower is better)."""
+    """A search hit. `score` is the engine's raw score (for Euclid: a distance, lower is better).
+
+    A lexical (BM25) hit also carries `dense_score`, the engine's dense score of the same
+    point for the same query, so both signals can be fused for every candidate.
+    """
 
     id: str
     score: float
     payload: dict[str, Any]
-    dense: list[float] | None = None
+    dense_score: float | None = None
 
 
 def stored_point(point_id: object, payload: dict[str, Any], vector: object) -> StoredPoint:
@@ -56,11 +60,24 @@ def stored_point(point_id: object, payload: dict[str, Any], vector: object) -> S
     return StoredPoint(str(point_id), payload, dense, sparse)
 
 
-def scored_hit(
-    point_id: object, score: float, payload: dict[str, Any], vector: object
-) -> ScoredHit:
-    dense = vector.get(DENSE) if isinstance(vector, dict) else None
-    return ScoredHit(str(point_id), float(score), payload, dense)
+def scored_hit(point_id: object, score: float, payload: dict[str, Any]) -> ScoredHit:
+    return ScoredHit(str(point_id), float(score), payload)
+
+
+def lexical_only_ids(
+    dense_hits: Sequence[ScoredHit], sparse_hits: Sequence[ScoredHit]
+) -> list[str]:
+    """Ids found by BM25 but not by the dense query: their dense scores are asked for apart."""
+    seen = {h.id for h in dense_hits}
+    return [h.id for h in sparse_hits if h.id not in seen]
+
+
+def with_dense_scores(
+    dense_hits: Sequence[ScoredHit], sparse_hits: Sequence[ScoredHit], extra: dict[str, float]
+) -> list[ScoredHit]:
+    """`sparse_hits` with `dense_score` filled from the dense hits and from `extra`."""
+    known = {h.id: h.score for h in dense_hits} | extra
+    return [ScoredHit(h.id, h.score, h.payload, known.get(h.id)) for h in sparse_hits]
 
 
 @dataclass(frozen=True)
@@ -134,8 +151,10 @@ class VectorStore(Protocol):
         sparse: SparseVec,
         limit: int,
         flt: Filter | None,
+        payload_keys: Sequence[str] | None = None,
     ) -> tuple[list[ScoredHit], list[ScoredHit]]:
-        """Dense hits (best first, no vectors) and BM25 hits (best first, with dense vectors)."""
+        """Dense hits and BM25 hits (each best first, BM25 hits with `dense_score`), with
+        only `payload_keys` of each payload when given (all of it otherwise)."""
         ...
 
     def scroll(

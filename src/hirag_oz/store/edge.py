@@ -23,8 +23,10 @@ from hirag_oz.store.base import (
     ScoredHit,
     SparseVec,
     StoredPoint,
+    lexical_only_ids,
     scored_hit,
     stored_point,
+    with_dense_scores,
 )
 
 logger = logging.getLogger(__name__)
@@ -176,14 +178,16 @@ class EdgeStore:
         sparse: SparseVec,
         limit: int,
         flt: Filter | None,
+        payload_keys: Sequence[str] | None = None,
     ) -> tuple[list[ScoredHit], list[ScoredHit]]:
+        with_payload: bool | list[str] = list(payload_keys) if payload_keys is not None else True
         edge_filter = _filter(flt) if flt is not None and not flt.is_empty() else None
         queries = [
             qe.QueryRequest(
                 limit=limit,
                 query=qe.Query.Nearest(dense, using=DENSE),
                 filter=edge_filter,
-                with_payload=True,
+                with_payload=with_payload,
                 with_vector=False,
             )
         ]
@@ -195,14 +199,28 @@ class EdgeStore:
                         qe.SparseVector(sparse.indices, sparse.values), using=SPARSE
                     ),
                     filter=edge_filter,
-                    with_payload=True,
-                    with_vector=[DENSE],
+                    with_payload=with_payload,
+                    with_vector=False,
                 )
             )
-        results = self._get(collection).shard.query_batch(qe.QueryBatchRequest(queries))
+        shard = self._get(collection).shard
+        results = shard.query_batch(qe.QueryBatchRequest(queries))
         dense_hits = [_hit(p) for p in results[0]]
         sparse_hits = [_hit(p) for p in results[1]] if len(results) > 1 else []
-        return dense_hits, sparse_hits
+        missing = lexical_only_ids(dense_hits, sparse_hits)
+        extra: dict[str, float] = {}
+        if missing:
+            scored = shard.query(
+                qe.QueryRequest(
+                    limit=len(missing),
+                    query=qe.Query.Nearest(dense, using=DENSE),
+                    filter=_filter(Filter(has_ids=tuple(missing))),
+                    with_payload=False,
+                    with_vector=False,
+                )
+            )
+            extra = {str(p.id): float(p.score) for p in scored}
+        return dense_hits, with_dense_scores(dense_hits, sparse_hits, extra)
 
     def scroll(
         self,
@@ -324,7 +342,7 @@ def _stored(record: Any) -> StoredPoint:
 
 
 def _hit(point: Any) -> ScoredHit:
-    return scored_hit(point.id, point.score, _clean(point.payload), point.vector)
+    return scored_hit(point.id, point.score, _clean(point.payload))
 
 
 def _filter(flt: Filter | None) -> Any:

@@ -20,8 +20,10 @@ from hirag_oz.store.base import (
     ScoredHit,
     SparseVec,
     StoredPoint,
+    lexical_only_ids,
     scored_hit,
     stored_point,
+    with_dense_scores,
 )
 
 _DISTANCES = {"Cosine": qm.Distance.COSINE, "Dot": qm.Distance.DOT, "Euclid": qm.Distance.EUCLID}
@@ -172,11 +174,17 @@ class ServerStore:
         sparse: SparseVec,
         limit: int,
         flt: Filter | None,
+        payload_keys: Sequence[str] | None = None,
     ) -> tuple[list[ScoredHit], list[ScoredHit]]:
+        with_payload: bool | list[str] = list(payload_keys) if payload_keys is not None else True
         query_filter = _filter(flt) if flt is not None and not flt.is_empty() else None
         requests = [
             qm.QueryRequest(
-                query=dense, using=DENSE, filter=query_filter, limit=limit, with_payload=True
+                query=dense,
+                using=DENSE,
+                filter=query_filter,
+                limit=limit,
+                with_payload=with_payload,
             )
         ]
         if sparse.indices:
@@ -186,8 +194,7 @@ class ServerStore:
                     using=SPARSE,
                     filter=query_filter,
                     limit=limit,
-                    with_payload=True,
-                    with_vector=[DENSE],
+                    with_payload=with_payload,
                 )
             )
         responses = self._call(
@@ -195,7 +202,21 @@ class ServerStore:
         )
         dense_hits = [_hit(p) for p in responses[0].points]
         sparse_hits = [_hit(p) for p in responses[1].points] if len(responses) > 1 else []
-        return dense_hits, sparse_hits
+        missing = lexical_only_ids(dense_hits, sparse_hits)
+        extra: dict[str, float] = {}
+        if missing:
+            scored = self._call(
+                "query",
+                self.client.query_points,
+                collection,
+                query=dense,
+                using=DENSE,
+                query_filter=qm.Filter(must=[qm.HasIdCondition(has_id=missing)]),
+                limit=len(missing),
+                with_payload=False,
+            )
+            extra = {str(p.id): float(p.score) for p in scored.points}
+        return dense_hits, with_dense_scores(dense_hits, sparse_hits, extra)
 
     def scroll(
         self,
@@ -239,7 +260,7 @@ def _stored(record: Any) -> StoredPoint:
 
 
 def _hit(point: Any) -> ScoredHit:
-    return scored_hit(point.id, point.score, dict(point.payload or {}), point.vector)
+    return scored_hit(point.id, point.score, dict(point.payload or {}))
 
 
 def _filter(flt: Filter) -> qm.Filter:
