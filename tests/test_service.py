@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import shutil
+import subprocess
 import threading
 import time
 import uuid
@@ -24,7 +26,7 @@ from hirag_oz.client import Client
 from hirag_oz.config import Settings
 from hirag_oz.embeddings.local import LocalMiniLMEmbedder
 from hirag_oz.store.server import ServerStore
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, free_port, wait_for_port
 
 QDRANT_VERSION = importlib.metadata.version("qdrant-client")
 KEY = "key-" + uuid.uuid4().hex
@@ -395,3 +397,43 @@ def test_a_down_qdrant_server_reads_unhealthy(model: LocalMiniLMEmbedder, tmp_pa
             assert httpx.get(server.url + "/health/live").status_code == 200
     finally:
         qdrant.stop()
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A real redis-server on a free loopback port, for limits shared by several processes."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (make test installs it when run as root)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, timeout=20)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_instances_share_one_limit_through_redis(serve: Serve, redis_url: str) -> None:
+    shared = {"requests_per_minute": 4, "burst": 10, "storage_uri": redis_url}
+    first, second = serve(rate_limit=shared), serve(rate_limit=shared)
+    path = f"/api/v1/contexts/{uuid.uuid4()}"
+    statuses = [
+        httpx.get(server.url + path, headers=AUTH).status_code
+        for server in (first, second, first, second, first, second)
+    ]
+    assert statuses == [404, 404, 404, 404, 429, 429]
+    # With memory storage each instance counts alone.
+    alone = {"requests_per_minute": 4, "burst": 10}
+    third, fourth = serve(rate_limit=alone), serve(rate_limit=alone)
+    statuses = [
+        httpx.get(server.url + path, headers=AUTH).status_code
+        for server in (third, fourth, third, fourth, third, fourth)
+    ]
+    assert statuses == [404] * 6
