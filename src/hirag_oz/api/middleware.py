@@ -32,7 +32,7 @@ from hirag_oz.observability.metrics import Metrics
 access_log = logging.getLogger("hirag_oz.access")
 
 PROTECTED_PREFIX = "/api/"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -77,7 +77,7 @@ class ObserveMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = _header(scope, b"x-request-id")
-        request_id = incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if incoming and _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
         _state(scope)["request_id"] = request_id
         status = 500
         started = time.perf_counter()
