@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -12,7 +13,7 @@ from fastapi import FastAPI
 
 from hirag_oz.config import HiragSettings
 from hirag_oz.embeddings.cache import CachedEmbedder
-from hirag_oz.embeddings.local import LocalMiniLMEmbedder
+from hirag_oz.embeddings.onnx import OnnxMiniLMEmbedder, default_cache_dir
 from hirag_oz.memory.manager import HiRAG
 from hirag_oz.store.edge import EdgeStore
 from hirag_oz.tokens import TokenCounter, TokenCounterInfo, load_token_counter
@@ -31,14 +32,27 @@ class FakeClock:
         self.value += seconds
 
 
-@pytest.fixture(scope="session")
-def model() -> LocalMiniLMEmbedder:
-    """The real MiniLM model, loaded once for the whole run."""
-    return LocalMiniLMEmbedder()
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The ONNX export of the run, shared by the servers the tests start (they inherit it)."""
+    path = tmp_path_factory.mktemp("xdg-cache")
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
 
 
 @pytest.fixture(scope="session")
-def embedder(model: LocalMiniLMEmbedder) -> CachedEmbedder:
+def model(model_cache: Path) -> OnnxMiniLMEmbedder:
+    """The real MiniLM model (the service's default runtime), loaded once for the whole run."""
+    return OnnxMiniLMEmbedder(default_cache_dir())
+
+
+@pytest.fixture(scope="session")
+def embedder(model: OnnxMiniLMEmbedder) -> CachedEmbedder:
     return CachedEmbedder(model)
 
 

@@ -10,12 +10,12 @@ import pytest
 
 from hirag_oz.api.app import create_app
 from hirag_oz.config import Settings
-from hirag_oz.embeddings.local import LocalMiniLMEmbedder
+from hirag_oz.embeddings.onnx import OnnxMiniLMEmbedder
 from tests.conftest import ServerThread
 
 
 @pytest.fixture
-def client(model: LocalMiniLMEmbedder, tmp_path: Path) -> Iterator[httpx.Client]:
+def client(model: OnnxMiniLMEmbedder, tmp_path: Path) -> Iterator[httpx.Client]:
     settings = Settings(server={"data_dir": tmp_path}, hirag={"maintenance_enabled": False})  # type: ignore[arg-type]
     with (
         ServerThread(create_app(settings, model=model)) as server,

@@ -11,7 +11,7 @@ import pytest
 
 from hirag_oz.embeddings.base import Embedder
 from hirag_oz.embeddings.batching import CoalescingEmbedder
-from hirag_oz.embeddings.local import LocalMiniLMEmbedder
+from hirag_oz.embeddings.onnx import OnnxMiniLMEmbedder
 
 JOIN_SECS = 20.0
 
@@ -258,7 +258,7 @@ def test_max_batch_must_be_positive() -> None:
         CoalescingEmbedder(SlowEmbedder(), max_batch=0)
 
 
-def test_real_minilm_vectors_match_one_by_one_embedding(model: LocalMiniLMEmbedder) -> None:
+def test_real_minilm_vectors_match_one_by_one_embedding(model: OnnxMiniLMEmbedder) -> None:
     minilm = model
     coalescer = CoalescingEmbedder(minilm)
     queries = [

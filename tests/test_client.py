@@ -14,14 +14,14 @@ from hirag_oz.api.app import create_app
 from hirag_oz.api.schemas import StoreContextRequest
 from hirag_oz.client import AsyncClient, Client
 from hirag_oz.config import Settings
-from hirag_oz.embeddings.local import LocalMiniLMEmbedder
+from hirag_oz.embeddings.onnx import OnnxMiniLMEmbedder
 from tests.conftest import ServerThread
 
 KEY = "client-key"
 
 
 @pytest.fixture
-def server(model: LocalMiniLMEmbedder, tmp_path: Path) -> Iterator[ServerThread]:
+def server(model: OnnxMiniLMEmbedder, tmp_path: Path) -> Iterator[ServerThread]:
     settings = Settings(  # type: ignore[arg-type]
         server={"data_dir": tmp_path, "api_keys": [KEY], "max_body_size_mb": 1},
         hirag={"maintenance_enabled": False},

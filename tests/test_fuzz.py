@@ -15,7 +15,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from hirag_oz.api.app import create_app
 from hirag_oz.config import Settings
-from hirag_oz.embeddings.local import LocalMiniLMEmbedder
+from hirag_oz.embeddings.onnx import OnnxMiniLMEmbedder
 from tests.conftest import ServerThread
 
 KEY = "fuzz-key"
@@ -23,7 +23,7 @@ KEY = "fuzz-key"
 
 @pytest.fixture(scope="module")
 def fuzz_server(
-    model: LocalMiniLMEmbedder, tmp_path_factory: pytest.TempPathFactory
+    model: OnnxMiniLMEmbedder, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerThread]:
     data: Path = tmp_path_factory.mktemp("fuzz")
     settings = Settings(  # type: ignore[arg-type]

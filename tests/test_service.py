@@ -24,7 +24,7 @@ from hirag_oz import errors
 from hirag_oz.api.app import create_app
 from hirag_oz.client import Client
 from hirag_oz.config import Settings
-from hirag_oz.embeddings.local import LocalMiniLMEmbedder
+from hirag_oz.embeddings.onnx import OnnxMiniLMEmbedder
 from hirag_oz.store.server import ServerStore
 from tests.conftest import ServerThread, free_port, wait_for_port
 
@@ -37,7 +37,7 @@ Serve = Callable[..., ServerThread]
 
 
 @pytest.fixture
-def serve(model: LocalMiniLMEmbedder, tmp_path: Path) -> Iterator[Serve]:
+def serve(model: OnnxMiniLMEmbedder, tmp_path: Path) -> Iterator[Serve]:
     """Start an app built from settings overrides; all are stopped at the end."""
     running: list[ServerThread] = []
 
@@ -365,7 +365,7 @@ class _FakeQdrant:
             self.server.server_close()
 
 
-def test_a_down_qdrant_server_reads_unhealthy(model: LocalMiniLMEmbedder, tmp_path: Path) -> None:
+def test_a_down_qdrant_server_reads_unhealthy(model: OnnxMiniLMEmbedder, tmp_path: Path) -> None:
     qdrant = _FakeQdrant()
     store = ServerStore.connect(qdrant.url, timeout=2)
     settings = Settings(  # type: ignore[arg-type]

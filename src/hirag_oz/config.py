@@ -74,6 +74,11 @@ class VectorDbSettings(_Section):
 
 class EmbeddingSettings(_Section):
     provider: Literal["local", "openai"] = "local"
+    # How the local model runs: ONNX Runtime (same vectors, cheaper, off the GIL) or torch.
+    runtime: Literal["onnx", "torch"] = "onnx"
+    model_cache_dir: Path | None = Field(
+        None, description="Where the ONNX export is kept; default ~/.cache/hirag-oz."
+    )
     api_url: str | None = None
     api_key: SecretStr | None = None
     model: str = "all-MiniLM-L6-v2"
