@@ -197,6 +197,8 @@ def test_sigterm_finishes_the_request_in_flight_and_logs_are_json(
     assert any(r["route"] == "/api/v1/contexts/batch" and r["status"] == 201 for r in requests)
     text = log.read_text()
     assert key not in text and secret not in text
+    assert not any("color_message" in r for r in records)
+    assert any(r.get("logger") == "uvicorn.error" for r in records), "uvicorn logs as JSON too"
 
 
 def test_invalid_config_stops_start_up_with_the_key(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
+        _drop_color_message,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: Any = (
@@ -48,3 +49,9 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         logger.propagate = True
     # Requests are logged once, by our middleware, with their route template and request id.
     logging.getLogger("uvicorn.access").disabled = True
+
+
+def _drop_color_message(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """uvicorn adds a terminal-coloured copy of some messages; it has no place in a log line."""
+    event.pop("color_message", None)
+    return event
