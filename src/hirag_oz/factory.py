@@ -102,8 +102,8 @@ def build_components(
         from hirag_oz.observability.metrics import MeteredEmbedder
 
         base = MeteredEmbedder(base, metrics)
-    # Concurrent requests each embed one query; merging them into one model call is what
-    # lets a 2-core machine serve many searches at once.
+    # Concurrent requests each embed one query; one model call for all of them costs much
+    # less per text than one call each.
     inner: Embedder = CoalescingEmbedder(base, max_batch=settings.embedding.batch_size)
     cfg = settings.embedding
     cache = CachedEmbedder(inner, cfg.cache_size, cfg.cache_ttl_secs) if cfg.cache_enabled else None
