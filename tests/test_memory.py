@@ -8,7 +8,7 @@ import pytest
 import tiktoken
 
 from hirag_oz import HiRAG, Level, NewContext, NotFoundError, ValidationError, parse_filter
-from hirag_oz.memory.manager import _scope_filter
+from hirag_oz.memory.manager import _scope_filter, candidate_limit
 from hirag_oz.store.base import PointRecord
 from tests.conftest import FakeClock
 
@@ -348,3 +348,19 @@ def test_bad_input_is_rejected_and_nothing_is_stored(memory: HiRAG, bad: dict[st
 def test_scope_filter_for_no_session_only_counts_sessionless_items() -> None:
     flt = _scope_filter("a", None, None, exact_session=True)
     assert any(getattr(c, "is_null", False) for c in flt.must)
+
+
+def test_candidates_scale_with_the_budget_between_a_floor_and_the_ceiling() -> None:
+    assert candidate_limit(100, 200) == 40
+    assert candidate_limit(1000, 200) == 100
+    assert candidate_limit(3750, 200) == 200
+    assert candidate_limit(3750, 50) == 50
+
+
+def test_a_large_budget_returns_more_than_the_candidate_floor(memory: HiRAG) -> None:
+    memory.store_many(
+        [NewContext(f"fact number {i} about the garden", "LongTerm") for i in range(120)]
+    )
+    result = memory.search("facts about the garden", 5000, levels=["LongTerm"])
+    assert len(result.contexts) == 120
+    assert result.total_tokens == sum(c.token_count for c in result.contexts) <= 5000
