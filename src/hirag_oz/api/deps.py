@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from hirag_oz.api.middleware import BODY_METHODS
 from hirag_oz.errors import UnsupportedMediaTypeError
 from hirag_oz.factory import Components
 from hirag_oz.observability.metrics import Metrics
-
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 def components(request: Request) -> Components:
@@ -24,7 +23,7 @@ def metrics(request: Request) -> Metrics:
 def require_json(request: Request) -> None:
     """415 for a body that is not declared as JSON (a missing Content-Type included, so a
     browser cannot send a body without a CORS preflight)."""
-    if request.method not in _BODY_METHODS:
+    if request.method not in BODY_METHODS:
         return
     declared = request.headers.get("content-type")
     if declared is None:

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hirag_oz.errors import HiragError
+from hirag_oz.errors import HiragError, PayloadTooLargeError
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +37,10 @@ class BodyTooLarge(StarletteHTTPException):
     """
 
     def __init__(self, max_bytes: int) -> None:
-        super().__init__(413, f"request body is larger than {max_bytes} bytes")
-        self.max_bytes = max_bytes
+        self.error = PayloadTooLargeError(
+            f"request body is larger than {max_bytes} bytes", {"max_bytes": max_bytes}
+        )
+        super().__init__(413, self.error.message)
 
 
 def envelope(
@@ -75,7 +77,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
-        return envelope(413, "PAYLOAD_TOO_LARGE", str(exc.detail), {"max_bytes": exc.max_bytes})
+        error = exc.error
+        return envelope(error.status, error.code, error.message, error.details)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

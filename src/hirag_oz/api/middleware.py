@@ -23,7 +23,6 @@ from hirag_oz.api.errors import BodyTooLarge, envelope
 from hirag_oz.api.ratelimit import RateLimiter
 from hirag_oz.errors import (
     HiragError,
-    PayloadTooLargeError,
     RateLimitedError,
     UnauthorizedError,
 )
@@ -33,7 +32,7 @@ access_log = logging.getLogger("hirag_oz.access")
 
 PROTECTED_PREFIX = "/api/"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 def _protected(scope: Scope) -> bool:
@@ -198,19 +197,13 @@ class BodyLimitMiddleware:
         self.app = app
         self.max_bytes = max_bytes
 
-    def _error(self) -> PayloadTooLargeError:
-        return PayloadTooLargeError(
-            f"request body is larger than {self.max_bytes} bytes",
-            {"max_bytes": self.max_bytes},
-        )
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             await self.app(scope, receive, send)
             return
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _reject(scope, receive, send, self._error())
+            await _reject(scope, receive, send, BodyTooLarge(self.max_bytes).error)
             return
         received = 0
         started = False
@@ -235,4 +228,4 @@ class BodyLimitMiddleware:
         except BodyTooLarge:
             if started:
                 raise
-            await _reject(scope, receive, send, self._error())
+            await _reject(scope, receive, send, BodyTooLarge(self.max_bytes).error)

@@ -299,7 +299,7 @@ class HiRAG:
                 flt,
                 payload_keys=_RANKING_KEYS,
             )
-            for point, similarity in self._hybrid(query_vector, dense_hits, sparse_hits):
+            for point, similarity in self._hybrid(dense_hits, sparse_hits):
                 if not _rankable(point.payload):
                     malformed += 1
                     continue
@@ -361,7 +361,7 @@ class HiRAG:
         )
 
     def _hybrid(
-        self, query: list[float], dense_hits: list[ScoredHit], sparse_hits: list[ScoredHit]
+        self, dense_hits: list[ScoredHit], sparse_hits: list[ScoredHit]
     ) -> list[tuple[StoredPoint, float]]:
         """Union of dense and BM25 candidates with similarity = a*dense + (1-a)*lexical.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -64,19 +64,17 @@ def scored_hit(point_id: object, score: float, payload: dict[str, Any]) -> Score
     return ScoredHit(str(point_id), float(score), payload)
 
 
-def lexical_only_ids(
-    dense_hits: Sequence[ScoredHit], sparse_hits: Sequence[ScoredHit]
-) -> list[str]:
-    """Ids found by BM25 but not by the dense query: their dense scores are asked for apart."""
-    seen = {h.id for h in dense_hits}
-    return [h.id for h in sparse_hits if h.id not in seen]
-
-
 def with_dense_scores(
-    dense_hits: Sequence[ScoredHit], sparse_hits: Sequence[ScoredHit], extra: dict[str, float]
+    dense_hits: Sequence[ScoredHit],
+    sparse_hits: Sequence[ScoredHit],
+    dense_scores_of: Callable[[list[str]], dict[str, float]],
 ) -> list[ScoredHit]:
-    """`sparse_hits` with `dense_score` filled from the dense hits and from `extra`."""
-    known = {h.id: h.score for h in dense_hits} | extra
+    """`sparse_hits` with `dense_score` filled in: from the dense hits where the dense query
+    found the point too, else from `dense_scores_of(ids)`, one store query for the rest."""
+    known = {h.id: h.score for h in dense_hits}
+    missing = [h.id for h in sparse_hits if h.id not in known]
+    if missing:
+        known |= dense_scores_of(missing)
     return [ScoredHit(h.id, h.score, h.payload, known.get(h.id)) for h in sparse_hits]
 
 

@@ -23,7 +23,6 @@ from hirag_oz.store.base import (
     ScoredHit,
     SparseVec,
     StoredPoint,
-    lexical_only_ids,
     scored_hit,
     stored_point,
     with_dense_scores,
@@ -207,20 +206,20 @@ class EdgeStore:
         results = shard.query_batch(qe.QueryBatchRequest(queries))
         dense_hits = [_hit(p) for p in results[0]]
         sparse_hits = [_hit(p) for p in results[1]] if len(results) > 1 else []
-        missing = lexical_only_ids(dense_hits, sparse_hits)
-        extra: dict[str, float] = {}
-        if missing:
+
+        def dense_scores_of(ids: list[str]) -> dict[str, float]:
             scored = shard.query(
                 qe.QueryRequest(
-                    limit=len(missing),
+                    limit=len(ids),
                     query=qe.Query.Nearest(dense, using=DENSE),
-                    filter=_filter(Filter(has_ids=tuple(missing))),
+                    filter=_filter(Filter(has_ids=tuple(ids))),
                     with_payload=False,
                     with_vector=False,
                 )
             )
-            extra = {str(p.id): float(p.score) for p in scored}
-        return dense_hits, with_dense_scores(dense_hits, sparse_hits, extra)
+            return {str(p.id): float(p.score) for p in scored}
+
+        return dense_hits, with_dense_scores(dense_hits, sparse_hits, dense_scores_of)
 
     def scroll(
         self,

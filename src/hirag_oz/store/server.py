@@ -20,7 +20,6 @@ from hirag_oz.store.base import (
     ScoredHit,
     SparseVec,
     StoredPoint,
-    lexical_only_ids,
     scored_hit,
     stored_point,
     with_dense_scores,
@@ -202,21 +201,21 @@ class ServerStore:
         )
         dense_hits = [_hit(p) for p in responses[0].points]
         sparse_hits = [_hit(p) for p in responses[1].points] if len(responses) > 1 else []
-        missing = lexical_only_ids(dense_hits, sparse_hits)
-        extra: dict[str, float] = {}
-        if missing:
+
+        def dense_scores_of(ids: list[str]) -> dict[str, float]:
             scored = self._call(
                 "query",
                 self.client.query_points,
                 collection,
                 query=dense,
                 using=DENSE,
-                query_filter=qm.Filter(must=[qm.HasIdCondition(has_id=missing)]),
-                limit=len(missing),
+                query_filter=qm.Filter(must=[qm.HasIdCondition(has_id=list(ids))]),
+                limit=len(ids),
                 with_payload=False,
             )
-            extra = {str(p.id): float(p.score) for p in scored.points}
-        return dense_hits, with_dense_scores(dense_hits, sparse_hits, extra)
+            return {str(p.id): float(p.score) for p in scored.points}
+
+        return dense_hits, with_dense_scores(dense_hits, sparse_hits, dense_scores_of)
 
     def scroll(
         self,
