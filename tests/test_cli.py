@@ -18,6 +18,7 @@ import httpx
 from click.testing import CliRunner
 
 from hirag_oz.cli import cli
+from hirag_oz.memory.levels import Level
 from tests.conftest import free_port, wait_for_port
 
 
@@ -151,7 +152,8 @@ def test_sigterm_finishes_the_request_in_flight_and_logs_are_json(
     key = "sk-" + uuid.uuid4().hex
     secret = "the vault code is " + uuid.uuid4().hex
     auth = {"Authorization": f"Bearer {key}"}
-    proc, url = _serve(data, log, {"HIRAG_API_KEYS": key})
+    # Access counts written only at shutdown: the stop must write them.
+    proc, url = _serve(data, log, {"HIRAG_API_KEYS": key, "HIRAG_HIRAG__ACCESS_FLUSH_SECS": "3600"})
     batch = [
         {"text": f"note {i}: the team discussed item {i} of the quarterly roadmap at length"}
         for i in range(600)
@@ -160,6 +162,14 @@ def test_sigterm_finishes_the_request_in_flight_and_logs_are_json(
     try:
         r = httpx.post(f"{url}/api/v1/contexts", json={"text": secret}, headers=auth, timeout=60)
         assert r.status_code == 201
+        secret_id = r.json()["id"]
+        found = httpx.post(
+            f"{url}/api/v1/contexts/search",
+            json={"query": secret, "max_tokens": 200},
+            headers=auth,
+            timeout=60,
+        ).json()["contexts"]
+        assert [(c["id"], c["access_count"]) for c in found] == [(secret_id, 1)]
 
         def send_batch() -> None:
             result["batch"] = httpx.post(
@@ -184,8 +194,11 @@ def test_sigterm_finishes_the_request_in_flight_and_logs_are_json(
             proc.kill()
     response = result["batch"]
     assert response.status_code == 201 and len(response.json()["ids"]) == 600
-    # Everything answered before the stop is on disk.
-    assert make_memory(data).count() == 601
+    # Everything answered before the stop is on disk, the access count included.
+    reopened = make_memory(data)
+    assert reopened.count() == 601
+    stored = reopened.backend.retrieve(reopened.collections[Level.SHORT_TERM], [secret_id])
+    assert stored[0].payload["access_count"] == 1
 
     lines = log.read_text().splitlines()
     records = [json.loads(line) for line in lines]

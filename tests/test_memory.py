@@ -196,6 +196,60 @@ def test_retrieval_counts_accesses(memory: HiRAG) -> None:
     assert memory.get(ref.id).access_count == 3
 
 
+def _stored_count(memory: HiRAG, context_id: str) -> int:
+    """access_count as the store holds it, without the counts still pending in memory."""
+    for collection in memory.collections.values():
+        for point in memory.backend.retrieve(collection, [context_id]):
+            return int(point.payload["access_count"])
+    raise AssertionError(f"{context_id} is in no collection")
+
+
+def test_access_counts_are_written_in_batches_and_on_close(
+    make_memory: object, tmp_path: Path
+) -> None:
+    memory: HiRAG = make_memory(tmp_path / "a", access_flush_secs=3600)  # type: ignore[operator]
+    ref = memory.store("The wifi password is on the fridge", "LongTerm")
+    for _ in range(3):
+        memory.search("wifi password", 200)
+    assert _stored_count(memory, ref.id) == 0  # not written yet
+    assert memory.get(ref.id).access_count == 3  # but every read sees it
+    memory.close()
+    reopened: HiRAG = make_memory(tmp_path / "a")  # type: ignore[operator]
+    assert _stored_count(reopened, ref.id) == 3
+
+
+def test_an_interval_of_zero_writes_on_every_search(make_memory: object) -> None:
+    memory: HiRAG = make_memory(access_flush_secs=0)  # type: ignore[operator]
+    ref = memory.store("The wifi password is on the fridge", "LongTerm")
+    memory.search("wifi password", 200)
+    memory.search("wifi password", 200)
+    assert _stored_count(memory, ref.id) == 2
+
+
+def test_pending_counts_follow_updates_and_moves(make_memory: object) -> None:
+    memory: HiRAG = make_memory(access_flush_secs=3600)  # type: ignore[operator]
+    ref = memory.store("The wifi password is on the fridge", "ShortTerm")
+    memory.search("wifi password", 200)
+    moved = memory.update(ref.id, level="LongTerm", metadata={"checked": True})
+    assert moved.access_count == 1
+    memory.search("wifi password", 200)
+    assert memory.access.flush() == 1
+    assert _stored_count(memory, ref.id) == 2
+    assert memory.get(ref.id).level is Level.LONG_TERM
+
+
+def test_a_count_pending_for_a_deleted_item_is_dropped(make_memory: object) -> None:
+    memory: HiRAG = make_memory(access_flush_secs=3600)  # type: ignore[operator]
+    gone = memory.store("The wifi password is on the fridge", "LongTerm")
+    kept = memory.store("The wifi router is in the hallway", "LongTerm")
+    assert len(memory.search("wifi", 200).contexts) == 2
+    memory.delete(gone.id)
+    memory.access.flush()  # the store skips the deleted id instead of failing the batch
+    assert _stored_count(memory, kept.id) == 1
+    assert memory.access.pending(gone.id) == memory.access.pending(kept.id) == 0
+    assert memory.count() == 1
+
+
 def test_as_of_measures_recency_from_the_given_time(memory: HiRAG, clock: FakeClock) -> None:
     ref = memory.store(
         "Standup notes from the morning", "LongTerm", timestamp=clock.now() - 48 * 3600

@@ -55,6 +55,20 @@ def test_composite_stays_within_zero_and_one(
     assert 0.0 <= composite(sim, age, level, hits, Weights()) <= 1.0 + 1e-9
 
 
+@given(
+    st.floats(0, 1),
+    st.floats(-1e6, 1e8),
+    st.sampled_from(list(Level)),
+    st.integers(0, 10**6),
+)
+def test_composite_is_the_weighted_sum_of_its_terms(
+    sim: float, age: float, level: Level, hits: int
+) -> None:
+    w = Weights(0.4, 0.3, 0.2, 0.1)
+    expected = 0.4 * sim + 0.3 * recency(age) + 0.2 * level.weight + 0.1 * frequency(hits)
+    assert composite(sim, age, level, hits, w) == pytest.approx(expected, abs=1e-12)
+
+
 @pytest.mark.parametrize("alias", ["L1", "l1", "Immediate", "immediate", "IMMEDIATE"])
 def test_level_aliases(alias: str) -> None:
     assert Level.parse(alias) is Level.IMMEDIATE

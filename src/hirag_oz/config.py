@@ -59,6 +59,13 @@ class VectorDbSettings(_Section):
     collection_prefix: str = Field("contexts", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     distance: Literal["Cosine", "Dot", "Euclid"] = "Cosine"
     optimize_after_points: int = Field(5000, ge=1)
+    search_threads: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Embedded store: threads per collection that search its segments in "
+        "parallel. One suits a service answering many requests at once.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -138,6 +145,12 @@ class HiragSettings(_Section):
     relevance_threshold: float = Field(0.05, ge=0, le=1)
     min_contexts_per_level: int = Field(1, ge=0, le=100)
     candidates_per_level: int = Field(200, ge=1, le=2000)
+    access_flush_secs: float = Field(
+        1.0,
+        ge=0,
+        le=3600,
+        description="Access counts are written at most this often (0: on every search).",
+    )
     hybrid_alpha: float = Field(0.7, ge=0, le=1)
     weights: RankingWeights = Field(default_factory=RankingWeights)
     allocation: LevelAllocation = Field(default_factory=LevelAllocation)

@@ -33,7 +33,9 @@ def build_store(settings: Settings) -> VectorStore:
     from hirag_oz.store.edge import EdgeStore
 
     return EdgeStore(
-        Path(settings.server.data_dir) / "qdrant", optimize_after_points=db.optimize_after_points
+        Path(settings.server.data_dir) / "qdrant",
+        optimize_after_points=db.optimize_after_points,
+        search_threads=db.search_threads,
     )
 
 

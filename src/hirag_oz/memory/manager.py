@@ -8,12 +8,12 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from hirag_oz.config import HiragSettings
 from hirag_oz.embeddings.base import Embedder
 from hirag_oz.errors import ConfigurationError, NotFoundError, ValidationError
+from hirag_oz.memory.access import AccessCounts
 from hirag_oz.memory.budget import Candidate, select_within_budget
 from hirag_oz.memory.clock import Clock, SystemClock
 from hirag_oz.memory.levels import Level
@@ -73,14 +73,6 @@ def collection_indexes(metadata_indexes: Mapping[str, FieldType]) -> dict[str, F
 MAX_BATCH_ITEMS = 1000
 
 
-@dataclass
-class _Scored:
-    point: StoredPoint
-    level: Level
-    similarity: float
-    score: float
-
-
 class HiRAG:
     """Stores contexts in three levels and retrieves the most relevant ones within a budget.
 
@@ -123,7 +115,7 @@ class HiRAG:
         self._seq_lock = threading.Lock()
         self._last_seq = 0
         self._l1_lock = threading.Lock()
-        self._access_lock = threading.Lock()
+        self.access = AccessCounts(store, self.settings.access_flush_secs)
         self._maintenance_lock = threading.Lock()
         self._stop = threading.Event()
         self._maintenance_thread: threading.Thread | None = None
@@ -239,15 +231,16 @@ class HiRAG:
         # Write the new copy before deleting the old one: a crash in between leaves a
         # duplicate (deduplicated by id on read), never a loss.
         now = self.clock.now()
-        records = []
-        for p in points:
-            if p.dense is None or p.sparse is None:
-                logger.warning("point %s has no vectors; left in %s", p.id, source.value)
-                continue
-            payload = {**p.payload, "level": target.value, "stored_at": now}
-            records.append(PointRecord(p.id, p.dense, p.sparse, payload))
-        self.backend.upsert(self.collections[target], records)
-        self.backend.delete(self.collections[source], [r.id for r in records])
+        with self.access.settling() as settle:
+            records = []
+            for p in points:
+                if p.dense is None or p.sparse is None:
+                    logger.warning("point %s has no vectors; left in %s", p.id, source.value)
+                    continue
+                payload = {**settle(p), "level": target.value, "stored_at": now}
+                records.append(PointRecord(p.id, p.dense, p.sparse, payload))
+            self.backend.upsert(self.collections[target], records)
+            self.backend.delete(self.collections[source], [r.id for r in records])
         return len(records)
 
     # ---------------------------------------------------------------------------- search
@@ -287,9 +280,10 @@ class HiRAG:
         query_sparse = self.sparse.query(query)
         flt = scope & filters
 
-        scored: dict[str, _Scored] = {}
+        found: dict[str, Candidate] = {}
         malformed = 0
         limit = candidate_limit(max_tokens, self.settings.candidates_per_level)
+        pending = self.access.pending
         for level in wanted:
             dense_hits, sparse_hits = self.backend.hybrid_search(
                 self.collections[level],
@@ -299,52 +293,49 @@ class HiRAG:
                 flt,
                 payload_keys=_RANKING_KEYS,
             )
-            for point, similarity in self._hybrid(dense_hits, sparse_hits):
-                if not _rankable(point.payload):
+            fused = _fused(dense_hits, sparse_hits, self.settings.hybrid_alpha, self.distance)
+            for hit, similarity in fused:
+                if hit.id in found:
+                    continue
+                payload = hit.payload
+                if not _rankable(payload):
                     malformed += 1
                     continue
-                if point.id in scored:
-                    continue
-                payload = point.payload
                 score = composite(
                     similarity,
-                    now - float(payload["timestamp"]),
+                    now - payload["timestamp"],
                     level,
-                    int(payload.get("access_count") or 0),
+                    payload.get("access_count", 0) + pending(hit.id),
                     self.weights,
                 )
-                scored[point.id] = _Scored(point, level, similarity, score)
+                found[hit.id] = Candidate(hit.id, level, score, similarity, payload["token_count"])
         chosen = select_within_budget(
-            [
-                Candidate(key, s.level, s.score, s.similarity, int(s.point.payload["token_count"]))
-                for key, s in scored.items()
-            ],
+            list(found.values()),
             max_tokens,
             {lvl: self.allocation[lvl] for lvl in wanted},
             self.settings.min_contexts_per_level,
             self.settings.relevance_threshold,
         )
-        picked = [scored[c.key] for c in chosen]
         # Only the chosen few are read whole (text, metadata); the candidates were ranked on
         # the few payload keys that scoring needs, which keeps a search cheap.
-        current = self._count_access(picked)
+        current = self._count_access(chosen)
         contexts = []
-        for s in picked:
-            whole = current.get(s.point.id)
+        for c in chosen:
+            whole = current.get(c.key)
             if whole is None:
                 continue  # deleted since it was found
             if not _well_formed(whole.payload):
                 malformed += 1
                 continue
-            context = _context(whole, s.level)
-            context.relevance_score = round(s.score, 6)
-            context.similarity = round(s.similarity, 6)
+            context = _context(whole, c.level)
+            context.relevance_score = round(c.score, 6)
+            context.similarity = round(c.similarity, 6)
             contexts.append(context)
         if malformed:
             logger.warning("skipped %d malformed point(s) during search", malformed)
         distribution: dict[str, int] = {}
-        for c in contexts:
-            distribution[c.level.value] = distribution.get(c.level.value, 0) + 1
+        for context in contexts:
+            distribution[context.level.value] = distribution.get(context.level.value, 0) + 1
         total_tokens = sum(c.token_count for c in contexts)
         return SearchResult(
             contexts=contexts,
@@ -356,73 +347,22 @@ class HiRAG:
                 if contexts
                 else 0.0
             ),
-            total_searched=len(scored),
+            total_searched=len(found),
             skipped_malformed=malformed,
         )
 
-    def _hybrid(
-        self, dense_hits: list[ScoredHit], sparse_hits: list[ScoredHit]
-    ) -> list[tuple[StoredPoint, float]]:
-        """Union of dense and BM25 candidates with similarity = a*dense + (1-a)*lexical.
-
-        Lexical is BM25 divided by the best BM25 score of this query, so it lies in [0, 1].
-        A BM25-only candidate's dense similarity comes from the store (`dense_score`).
-        """
-        alpha = self.settings.hybrid_alpha
-        top_bm25 = max((h.score for h in sparse_hits), default=0.0)
-        lexical = {h.id: (h.score / top_bm25 if top_bm25 > 0 else 0.0) for h in sparse_hits}
-        out: list[tuple[StoredPoint, float]] = []
-        seen: set[str] = set()
-        for h in dense_hits:
-            seen.add(h.id)
-            dense_sim = similarity_from_score(self.distance, h.score)
-            out.append(
-                (
-                    StoredPoint(h.id, h.payload),
-                    alpha * dense_sim + (1 - alpha) * lexical.get(h.id, 0.0),
-                )
-            )
-        for h in sparse_hits:
-            if h.id in seen:
-                continue
-            dense_sim = (
-                similarity_from_score(self.distance, h.dense_score)
-                if h.dense_score is not None
-                else 0.0
-            )
-            out.append(
-                (StoredPoint(h.id, h.payload), alpha * dense_sim + (1 - alpha) * lexical[h.id])
-            )
-        return out
-
-    def _count_access(self, picked: Sequence[_Scored]) -> dict[str, StoredPoint]:
-        """Increment access_count of what a search returned; serialised so none is lost.
-
-        Returns the points as stored now (whole payloads, new counts), by id.
-        """
-        if not picked:
+    def _count_access(self, chosen: Sequence[Candidate]) -> dict[str, StoredPoint]:
+        """Count one access of each returned point; returns them as stored now, by id."""
+        if not chosen:
             return {}
-        by_level: dict[Level, list[str]] = {}
-        for s in picked:
-            by_level.setdefault(s.level, []).append(s.point.id)
-        found: dict[str, StoredPoint] = {}
-        with self._access_lock:
-            for level, ids in by_level.items():
-                collection = self.collections[level]
-                current = self.backend.retrieve(collection, ids)
-                groups: dict[int, list[str]] = {}
-                for p in current:
-                    new = int(p.payload.get("access_count") or 0) + 1
-                    p.payload["access_count"] = new
-                    found[p.id] = p
-                    groups.setdefault(new, []).append(p.id)
-                for value, group in groups.items():
-                    self.backend.set_payload(collection, group, {"access_count": value})
-        return found
+        by_collection: dict[str, list[str]] = {}
+        for c in chosen:
+            by_collection.setdefault(self.collections[c.level], []).append(c.key)
+        return self.access.record(by_collection)
 
     # ------------------------------------------------------------------ get/update/delete
     def get(self, context_id: str, *, agent_id: str | None = None) -> Context:
-        found = self._find(context_id, agent_id, with_vectors=False)
+        found = self._find(context_id, agent_id, with_vectors=False, counted=True)
         if found is None:
             raise NotFoundError(f"context {context_id} not found", {"id": context_id})
         point, level = found
@@ -439,36 +379,42 @@ class HiRAG:
         agent_id: str | None = None,
     ) -> Context:
         """Change text (re-embedded), merge metadata (a null value removes a key), move level."""
-        found = self._find(context_id, agent_id, with_vectors=True)
-        if found is None:
-            raise NotFoundError(f"context {context_id} not found", {"id": context_id})
-        point, old_level = found
-        payload = dict(point.payload)
-        dense, sparse = point.dense, point.sparse
+        _check_id(context_id)
+        new_text = None
         if text is not None:
-            text = check_text(text, "text", self.settings.max_text_chars)
-            dense = self._embed([text])[0]
-            sparse = self.sparse.document(text)
-            payload["text"] = text
-            payload["token_count"] = self.counter.count(text)
-        if metadata is not None:
-            if not isinstance(metadata, dict):
-                raise ValidationError("metadata must be an object", {"field": "metadata"})
-            merged = {**payload.get("metadata", {}), **metadata}
-            payload["metadata"] = check_metadata({k: v for k, v in merged.items() if v is not None})
+            checked = check_text(text, "text", self.settings.max_text_chars)
+            new_text = (checked, self._embed([checked])[0], self.sparse.document(checked))
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ValidationError("metadata must be an object", {"field": "metadata"})
         new_ts = check_timestamp(timestamp)
-        if new_ts is not None:
-            payload["timestamp"] = new_ts
-        new_level = Level.parse(level) if level is not None else old_level
-        if dense is None or sparse is None:
-            raise ConfigurationError(f"context {context_id} has no stored vectors")
-        payload["level"] = new_level.value
-        payload["stored_at"] = self.clock.now()
-        self.backend.upsert(
-            self.collections[new_level], [PointRecord(point.id, dense, sparse, payload)]
-        )
-        if new_level is not old_level:
-            self.backend.delete(self.collections[old_level], [point.id])
+        # Read and rewritten with counting held off, so no access counted meanwhile is lost.
+        with self.access.settling() as settle:
+            found = self._find(context_id, agent_id, with_vectors=True)
+            if found is None:
+                raise NotFoundError(f"context {context_id} not found", {"id": context_id})
+            point, old_level = found
+            payload = settle(point)
+            dense, sparse = point.dense, point.sparse
+            if new_text is not None:
+                payload["text"], dense, sparse = new_text
+                payload["token_count"] = self.counter.count(new_text[0])
+            if metadata is not None:
+                merged = {**payload.get("metadata", {}), **metadata}
+                payload["metadata"] = check_metadata(
+                    {k: v for k, v in merged.items() if v is not None}
+                )
+            if new_ts is not None:
+                payload["timestamp"] = new_ts
+            new_level = Level.parse(level) if level is not None else old_level
+            if dense is None or sparse is None:
+                raise ConfigurationError(f"context {context_id} has no stored vectors")
+            payload["level"] = new_level.value
+            payload["stored_at"] = self.clock.now()
+            self.backend.upsert(
+                self.collections[new_level], [PointRecord(point.id, dense, sparse, payload)]
+            )
+            if new_level is not old_level:
+                self.backend.delete(self.collections[old_level], [point.id])
         if new_level is Level.IMMEDIATE and old_level is not Level.IMMEDIATE:
             self._bound_l1(payload["agent_id"], payload.get("session_id"))
         return _context(StoredPoint(point.id, payload), new_level)
@@ -495,15 +441,13 @@ class HiRAG:
         return removed
 
     def _find(
-        self, context_id: str, agent_id: str | None, with_vectors: bool
+        self, context_id: str, agent_id: str | None, with_vectors: bool, counted: bool = False
     ) -> tuple[StoredPoint, Level] | None:
-        if not _is_uuid(context_id):
-            raise ValidationError(
-                "id must be a UUID", {"field": "id", "value": str(context_id)[:64]}
-            )
+        """The point and its level; `counted` adds the access counts not yet written."""
+        _check_id(context_id)
         for level in Level:
-            points = self.backend.retrieve(self.collections[level], [context_id], with_vectors)
-            for p in points:
+            read = self.access.read if counted else self.backend.retrieve
+            for p in read(self.collections[level], [context_id], with_vectors):
                 if not _well_formed(p.payload):
                     continue
                 if agent_id is not None and p.payload.get("agent_id") != agent_id:
@@ -578,6 +522,7 @@ class HiRAG:
         def loop() -> None:
             while not self._stop.wait(self.settings.maintenance_interval_secs):
                 try:
+                    self.access.flush()
                     self.run_maintenance()
                 except Exception:
                     logger.exception("maintenance run failed")
@@ -595,7 +540,10 @@ class HiRAG:
 
     def close(self) -> None:
         self.stop_maintenance()
-        self.backend.close()
+        try:
+            self.access.flush()
+        finally:
+            self.backend.close()
 
     def __enter__(self) -> HiRAG:
         return self
@@ -644,6 +592,29 @@ def candidate_limit(max_tokens: int, ceiling: int) -> int:
     return min(ceiling, wanted)
 
 
+def _fused(
+    dense_hits: list[ScoredHit], sparse_hits: list[ScoredHit], alpha: float, distance: Distance
+) -> list[tuple[ScoredHit, float]]:
+    """Union of dense and BM25 hits with similarity = alpha*dense + (1-alpha)*lexical.
+
+    Lexical is BM25 divided by the best BM25 score of this query, so it lies in [0, 1]. A
+    BM25-only hit's dense similarity comes from the store (`dense_score`).
+    """
+    top_bm25 = max((h.score for h in sparse_hits), default=0.0)
+    scale = (1 - alpha) / top_bm25 if top_bm25 > 0 else 0.0
+    lexical = {h.id: h.score * scale for h in sparse_hits}
+    out = [
+        (h, alpha * similarity_from_score(distance, h.score) + lexical.get(h.id, 0.0))
+        for h in dense_hits
+    ]
+    seen = {h.id for h in dense_hits}
+    for h in sparse_hits:
+        if h.id not in seen:
+            dense = 0.0 if h.dense_score is None else similarity_from_score(distance, h.dense_score)
+            out.append((h, alpha * dense + lexical[h.id]))
+    return out
+
+
 def _rankable(payload: dict[str, Any]) -> bool:
     return (
         isinstance(payload.get("timestamp"), int | float)
@@ -681,6 +652,11 @@ def _context(point: StoredPoint, level: Level) -> Context:
         access_count=int(p.get("access_count") or 0),
         stored_at=to_datetime(float(p.get("stored_at", p["timestamp"]))),
     )
+
+
+def _check_id(context_id: str) -> None:
+    if not _is_uuid(context_id):
+        raise ValidationError("id must be a UUID", {"field": "id", "value": str(context_id)[:64]})
 
 
 def _is_uuid(value: str) -> bool:

@@ -27,7 +27,7 @@ class PointRecord:
     payload: dict[str, Any]
 
 
-@dataclass
+@dataclass(slots=True)
 class StoredPoint:
     id: str
     payload: dict[str, Any]
@@ -35,7 +35,7 @@ class StoredPoint:
     sparse: SparseVec | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class ScoredHit:
     """A search hit. `score` is the engine's raw score (for Euclid: a distance, lower is better).
 
@@ -66,16 +66,18 @@ def scored_hit(point_id: object, score: float, payload: dict[str, Any]) -> Score
 
 def with_dense_scores(
     dense_hits: Sequence[ScoredHit],
-    sparse_hits: Sequence[ScoredHit],
+    sparse_hits: list[ScoredHit],
     dense_scores_of: Callable[[list[str]], dict[str, float]],
 ) -> list[ScoredHit]:
-    """`sparse_hits` with `dense_score` filled in: from the dense hits where the dense query
+    """`sparse_hits`, each given its `dense_score`: from the dense hits where the dense query
     found the point too, else from `dense_scores_of(ids)`, one store query for the rest."""
     known = {h.id: h.score for h in dense_hits}
     missing = [h.id for h in sparse_hits if h.id not in known]
     if missing:
         known |= dense_scores_of(missing)
-    return [ScoredHit(h.id, h.score, h.payload, known.get(h.id)) for h in sparse_hits]
+    for h in sparse_hits:
+        h.dense_score = known.get(h.id)
+    return sparse_hits
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,9 @@ class VectorStore(Protocol):
 
     def delete_by_filter(self, collection: str, flt: Filter) -> None: ...
 
-    def set_payload(self, collection: str, ids: Sequence[str], payload: dict[str, Any]) -> None: ...
+    def set_payload(self, collection: str, ids: Sequence[str], payload: dict[str, Any]) -> None:
+        """Set scalar fields on the points of `ids` that exist; unknown ids are skipped."""
+        ...
 
     def hybrid_search(
         self,

@@ -58,12 +58,15 @@ class EdgeStore:
 
     name = "qdrant-edge"
 
-    def __init__(self, root: Path, optimize_after_points: int = 5000) -> None:
+    def __init__(
+        self, root: Path, optimize_after_points: int = 5000, search_threads: int | None = None
+    ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._shards: dict[str, _Shard] = {}
         self._lock = threading.Lock()
         self._optimize_after = optimize_after_points
+        self._search_threads = search_threads
         self._optimizers: list[threading.Thread] = []
         self._closed = False
 
@@ -82,6 +85,7 @@ class EdgeStore:
                     )
                 },
                 sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+                max_search_threads=self._search_threads,
             )
             if spec_file.exists():
                 stored = json.loads(spec_file.read_text())
@@ -156,8 +160,12 @@ class EdgeStore:
         if any(isinstance(v, bool | dict | list) for v in payload.values()):
             raise ValidationError("set_payload takes scalar, non-boolean fields only")
         entry = self._get(collection)
+        # By filter, so that an id deleted meanwhile is skipped rather than failing the batch.
+        operation = qe.UpdateOperation.set_payload_by_filter(
+            _filter(Filter(has_ids=tuple(ids))), payload
+        )
         with entry.write_lock:
-            entry.shard.update(qe.UpdateOperation.set_payload(list(ids), payload))
+            entry.shard.update(operation)
 
     # --- reads -------------------------------------------------------------------------
     def retrieve(
@@ -204,8 +212,10 @@ class EdgeStore:
             )
         shard = self._get(collection).shard
         results = shard.query_batch(qe.QueryBatchRequest(queries))
-        dense_hits = [_hit(p) for p in results[0]]
-        sparse_hits = [_hit(p) for p in results[1]] if len(results) > 1 else []
+        # Selected keys never include the private boolean mirror: no cleaning needed.
+        convert = _hit if payload_keys is None else _selected_hit
+        dense_hits = [convert(p) for p in results[0]]
+        sparse_hits = [convert(p) for p in results[1]] if len(results) > 1 else []
 
         def dense_scores_of(ids: list[str]) -> dict[str, float]:
             scored = shard.query(
@@ -342,6 +352,10 @@ def _stored(record: Any) -> StoredPoint:
 
 def _hit(point: Any) -> ScoredHit:
     return scored_hit(point.id, point.score, _clean(point.payload))
+
+
+def _selected_hit(point: Any) -> ScoredHit:
+    return ScoredHit(str(point.id), point.score, point.payload or {})
 
 
 def _filter(flt: Filter | None) -> Any:

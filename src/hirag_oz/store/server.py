@@ -147,7 +147,8 @@ class ServerStore:
                 self.client.set_payload,
                 collection,
                 payload=payload,
-                points=list(ids),
+                # By filter, so that an id deleted meanwhile is skipped, not an error.
+                points=qm.FilterSelector(filter=_filter(Filter(has_ids=tuple(ids)))),
                 wait=True,
             )
 
