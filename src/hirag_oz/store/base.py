@@ -64,20 +64,32 @@ def scored_hit(point_id: object, score: float, payload: dict[str, Any]) -> Score
     return ScoredHit(str(point_id), float(score), payload)
 
 
-def with_dense_scores(
+def complete_sparse_hits(
     dense_hits: Sequence[ScoredHit],
-    sparse_hits: list[ScoredHit],
-    dense_scores_of: Callable[[list[str]], dict[str, float]],
+    sparse_hits: Sequence[ScoredHit],
+    fetch: Callable[[list[str]], dict[str, tuple[float, dict[str, Any]]]],
 ) -> list[ScoredHit]:
-    """`sparse_hits`, each given its `dense_score`: from the dense hits where the dense query
-    found the point too, else from `dense_scores_of(ids)`, one store query for the rest."""
-    known = {h.id: h.score for h in dense_hits}
+    """BM25 hits, queried without payload, given their `dense_score` and payload.
+
+    Both come from the dense hit of the same point where the dense query found it too (most
+    do), else from `fetch(ids)`: one id-restricted dense query for the rest, returning each
+    one's dense score and payload. A hit that `fetch` no longer finds (deleted meanwhile) is
+    dropped.
+    """
+    known = {h.id: h for h in dense_hits}
     missing = [h.id for h in sparse_hits if h.id not in known]
-    if missing:
-        known |= dense_scores_of(missing)
+    fetched = fetch(missing) if missing else {}
+    out = []
     for h in sparse_hits:
-        h.dense_score = known.get(h.id)
-    return sparse_hits
+        same = known.get(h.id)
+        if same is not None:
+            h.dense_score, h.payload = same.score, same.payload
+        elif h.id in fetched:
+            h.dense_score, h.payload = fetched[h.id]
+        else:
+            continue
+        out.append(h)
+    return out
 
 
 @dataclass(frozen=True)

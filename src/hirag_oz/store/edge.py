@@ -23,9 +23,9 @@ from hirag_oz.store.base import (
     ScoredHit,
     SparseVec,
     StoredPoint,
+    complete_sparse_hits,
     scored_hit,
     stored_point,
-    with_dense_scores,
 )
 
 logger = logging.getLogger(__name__)
@@ -206,7 +206,8 @@ class EdgeStore:
                         qe.SparseVector(sparse.indices, sparse.values), using=SPARSE
                     ),
                     filter=edge_filter,
-                    with_payload=with_payload,
+                    # Most BM25 hits are dense hits too: their payload comes from there.
+                    with_payload=False,
                     with_vector=False,
                 )
             )
@@ -215,21 +216,21 @@ class EdgeStore:
         # Selected keys never include the private boolean mirror: no cleaning needed.
         convert = _hit if payload_keys is None else _selected_hit
         dense_hits = [convert(p) for p in results[0]]
-        sparse_hits = [convert(p) for p in results[1]] if len(results) > 1 else []
+        sparse_hits = [_bare_hit(p) for p in results[1]] if len(results) > 1 else []
 
-        def dense_scores_of(ids: list[str]) -> dict[str, float]:
-            scored = shard.query(
+        def fetch(ids: list[str]) -> dict[str, tuple[float, dict[str, Any]]]:
+            found = shard.query(
                 qe.QueryRequest(
                     limit=len(ids),
                     query=qe.Query.Nearest(dense, using=DENSE),
                     filter=_filter(Filter(has_ids=tuple(ids))),
-                    with_payload=False,
+                    with_payload=with_payload,
                     with_vector=False,
                 )
             )
-            return {str(p.id): float(p.score) for p in scored}
+            return {h.id: (h.score, h.payload) for h in map(convert, found)}
 
-        return dense_hits, with_dense_scores(dense_hits, sparse_hits, dense_scores_of)
+        return dense_hits, complete_sparse_hits(dense_hits, sparse_hits, fetch)
 
     def scroll(
         self,
@@ -356,6 +357,10 @@ def _hit(point: Any) -> ScoredHit:
 
 def _selected_hit(point: Any) -> ScoredHit:
     return ScoredHit(str(point.id), point.score, point.payload or {})
+
+
+def _bare_hit(point: Any) -> ScoredHit:
+    return ScoredHit(str(point.id), point.score, {})
 
 
 def _filter(flt: Filter | None) -> Any:

@@ -20,9 +20,9 @@ from hirag_oz.store.base import (
     ScoredHit,
     SparseVec,
     StoredPoint,
+    complete_sparse_hits,
     scored_hit,
     stored_point,
-    with_dense_scores,
 )
 
 _DISTANCES = {"Cosine": qm.Distance.COSINE, "Dot": qm.Distance.DOT, "Euclid": qm.Distance.EUCLID}
@@ -194,7 +194,8 @@ class ServerStore:
                     using=SPARSE,
                     filter=query_filter,
                     limit=limit,
-                    with_payload=with_payload,
+                    # Most BM25 hits are dense hits too: their payload comes from there.
+                    with_payload=False,
                 )
             )
         responses = self._call(
@@ -203,8 +204,8 @@ class ServerStore:
         dense_hits = [_hit(p) for p in responses[0].points]
         sparse_hits = [_hit(p) for p in responses[1].points] if len(responses) > 1 else []
 
-        def dense_scores_of(ids: list[str]) -> dict[str, float]:
-            scored = self._call(
+        def fetch(ids: list[str]) -> dict[str, tuple[float, dict[str, Any]]]:
+            found = self._call(
                 "query",
                 self.client.query_points,
                 collection,
@@ -212,11 +213,11 @@ class ServerStore:
                 using=DENSE,
                 query_filter=qm.Filter(must=[qm.HasIdCondition(has_id=list(ids))]),
                 limit=len(ids),
-                with_payload=False,
+                with_payload=with_payload,
             )
-            return {str(p.id): float(p.score) for p in scored.points}
+            return {h.id: (h.score, h.payload) for h in map(_hit, found.points)}
 
-        return dense_hits, with_dense_scores(dense_hits, sparse_hits, dense_scores_of)
+        return dense_hits, complete_sparse_hits(dense_hits, sparse_hits, fetch)
 
     def scroll(
         self,
