@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tiktoken
@@ -248,6 +252,33 @@ def test_a_count_pending_for_a_deleted_item_is_dropped(make_memory: object) -> N
     assert _stored_count(memory, kept.id) == 1
     assert memory.access.pending(gone.id) == memory.access.pending(kept.id) == 0
     assert memory.count() == 1
+
+
+def test_searches_on_the_embedded_store_run_one_at_a_time(
+    memory: HiRAG, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Qdrant Edge's calls hold the GIL: threads interleaving on it only add CPU.
+    memory.store_many([NewContext(f"note {i} about the garden and its roses") for i in range(20)])
+    store = memory.backend
+    active, peak, lock = [0], [0], threading.Lock()
+    real = store.hybrid_search
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.005)  # long enough for the other threads to arrive
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(store, "hybrid_search", counting)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: memory.search(f"roses {i}", 300), range(16)))
+    assert all(r.contexts for r in results)
+    assert store.parallel_queries == 1 and peak[0] == 1
 
 
 def test_as_of_measures_recency_from_the_given_time(memory: HiRAG, clock: FakeClock) -> None:

@@ -42,6 +42,7 @@ from hirag_oz.store.base import (
     PointRecord,
     Range,
     ScoredHit,
+    SparseVec,
     StoredPoint,
     VectorStore,
 )
@@ -116,6 +117,7 @@ class HiRAG:
         self._last_seq = 0
         self._l1_lock = threading.Lock()
         self.access = AccessCounts(store, self.settings.access_flush_secs)
+        self._search_slots = threading.BoundedSemaphore(store.parallel_queries)
         self._maintenance_lock = threading.Lock()
         self._stop = threading.Event()
         self._maintenance_thread: threading.Thread | None = None
@@ -278,8 +280,40 @@ class HiRAG:
         now = reference if reference is not None else self.clock.now()
         query_vector = self._embed([query])[0]
         query_sparse = self.sparse.query(query)
-        flt = scope & filters
+        # Searches hold the GIL from here on when the store does: run them `parallel_queries`
+        # at a time, as threads interleaving on the GIL cost more CPU for the same work.
+        with self._search_slots:
+            contexts, searched, malformed = self._retrieve(
+                query_vector, query_sparse, scope & filters, wanted, max_tokens, now
+            )
+        distribution: dict[str, int] = {}
+        for context in contexts:
+            distribution[context.level.value] = distribution.get(context.level.value, 0) + 1
+        total_tokens = sum(c.token_count for c in contexts)
+        return SearchResult(
+            contexts=contexts,
+            total_tokens=total_tokens,
+            retrieval_time_ms=round((time.perf_counter() - started) * 1000, 3),
+            level_distribution=distribution,
+            avg_relevance=(
+                round(sum(c.relevance_score or 0.0 for c in contexts) / len(contexts), 6)
+                if contexts
+                else 0.0
+            ),
+            total_searched=searched,
+            skipped_malformed=malformed,
+        )
 
+    def _retrieve(
+        self,
+        query_vector: list[float],
+        query_sparse: SparseVec,
+        flt: Filter,
+        wanted: list[Level],
+        max_tokens: int,
+        now: float,
+    ) -> tuple[list[Context], int, int]:
+        """The chosen contexts, how many candidates were ranked, how many were malformed."""
         found: dict[str, Candidate] = {}
         malformed = 0
         limit = candidate_limit(max_tokens, self.settings.candidates_per_level)
@@ -333,23 +367,7 @@ class HiRAG:
             contexts.append(context)
         if malformed:
             logger.warning("skipped %d malformed point(s) during search", malformed)
-        distribution: dict[str, int] = {}
-        for context in contexts:
-            distribution[context.level.value] = distribution.get(context.level.value, 0) + 1
-        total_tokens = sum(c.token_count for c in contexts)
-        return SearchResult(
-            contexts=contexts,
-            total_tokens=total_tokens,
-            retrieval_time_ms=round((time.perf_counter() - started) * 1000, 3),
-            level_distribution=distribution,
-            avg_relevance=(
-                round(sum(c.relevance_score or 0.0 for c in contexts) / len(contexts), 6)
-                if contexts
-                else 0.0
-            ),
-            total_searched=len(found),
-            skipped_malformed=malformed,
-        )
+        return contexts, len(found), malformed
 
     def _count_access(self, chosen: Sequence[Candidate]) -> dict[str, StoredPoint]:
         """Count one access of each returned point; returns them as stored now, by id."""

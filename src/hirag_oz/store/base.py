@@ -141,6 +141,9 @@ class VectorStore(Protocol):
     """What the memory layer needs from a vector database. Every write is durable on return."""
 
     name: str
+    parallel_queries: int
+    """How many queries threads of one process usefully run at once: 1 for a store whose
+    calls hold the GIL, more for one that waits on the network."""
 
     def ensure_collection(self, spec: CollectionSpec) -> None: ...
 

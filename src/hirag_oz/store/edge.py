@@ -57,6 +57,7 @@ class EdgeStore:
     """The embedded default. Each collection lives in `<root>/<name>/`."""
 
     name = "qdrant-edge"
+    parallel_queries = 1  # Qdrant Edge's calls hold the GIL
 
     def __init__(
         self, root: Path, optimize_after_points: int = 5000, search_threads: int | None = None

@@ -40,6 +40,7 @@ class ServerStore:
     """qdrant-client adapter. `QdrantClient(":memory:")` speaks the same API, for tests."""
 
     name = "qdrant-server"
+    parallel_queries = 16  # mostly waiting on the network, which releases the GIL
 
     def __init__(self, client: QdrantClient) -> None:
         self.client = client
