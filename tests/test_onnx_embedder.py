@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from hirag_oz.embeddings.local import LocalMiniLMEmbedder
-from hirag_oz.embeddings.onnx import OnnxMiniLMEmbedder, export_onnx
+from hirag_oz.embeddings.onnx import PARALLEL_FROM, OnnxMiniLMEmbedder, export_onnx
 
 TEXTS = [
     "The user prefers dark mode in every editor.",
@@ -41,3 +41,11 @@ def test_the_export_is_made_once_and_reused(model: OnnxMiniLMEmbedder, tmp_path:
     assert [p.name for p in tmp_path.iterdir()] == [first.name], "no partial files left"
     fresh = OnnxMiniLMEmbedder(tmp_path)
     assert np.abs(np.array(fresh.embed(TEXTS[:3])) - np.array(model.embed(TEXTS[:3]))).max() < 1e-6
+
+
+def test_small_and_large_batches_give_the_same_vectors(model: OnnxMiniLMEmbedder) -> None:
+    # Batches below PARALLEL_FROM run on the one-thread session, larger ones on the other.
+    texts = [f"note {i}: the team reviewed item {i} of the roadmap" for i in range(PARALLEL_FROM)]
+    one_by_one = np.array([model.embed([t])[0] for t in texts])
+    together = np.array(model.embed(texts))
+    assert np.abs(one_by_one - together).max() < 1e-6

@@ -86,6 +86,13 @@ class EmbeddingSettings(_Section):
     model_cache_dir: Path | None = Field(
         None, description="Where the ONNX export is kept; default ~/.cache/hirag-oz."
     )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="ONNX Runtime threads for batches of 16 texts or more (none: one per CPU); "
+        "smaller batches, such as search queries, run on one thread.",
+    )
     api_url: str | None = None
     api_key: SecretStr | None = None
     model: str = "all-MiniLM-L6-v2"

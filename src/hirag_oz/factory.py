@@ -79,7 +79,9 @@ def build_model(settings: Settings, breakers: list[CircuitBreaker]) -> Embedder:
     if cfg.runtime == "onnx":
         from hirag_oz.embeddings.onnx import OnnxMiniLMEmbedder, default_cache_dir
 
-        return OnnxMiniLMEmbedder(cfg.model_cache_dir or default_cache_dir(), cfg.batch_size)
+        return OnnxMiniLMEmbedder(
+            cfg.model_cache_dir or default_cache_dir(), cfg.batch_size, cfg.threads
+        )
     from hirag_oz.embeddings.local import LocalMiniLMEmbedder
 
     return LocalMiniLMEmbedder(batch_size=cfg.batch_size)

@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Batches of at least this many texts run on the parallel session.
+PARALLEL_FROM = 16
 
 
 class OnnxMiniLMEmbedder:
@@ -48,17 +50,14 @@ class OnnxMiniLMEmbedder:
         tokenizer.enable_truncation(int(config["max_seq_length"]))
         tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         self._tokenizer = tokenizer
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
-        options.inter_op_num_threads = 1
-        # Idle worker threads sleep instead of spinning: the CPU they would burn is what the
-        # server's other requests need.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(
-            str(onnx_path), options, providers=["CPUExecutionProvider"]
-        )
+        # Two sessions over the same file: small batches (a search's query, a few stores)
+        # run on one thread, because a second compute thread competes for the cores with
+        # the request threads of a busy server for little gain; large batches (bulk
+        # stores) run on `threads` threads, where the parallel speed-up is real.
+        self._single = _session(ort, onnx_path, 1)
+        self._parallel = _session(ort, onnx_path, threads or os.cpu_count() or 1)
         self._batch_size = batch_size
-        self._dimension = int(self._session.get_outputs()[0].shape[-1])
+        self._dimension = int(self._single.get_outputs()[0].shape[-1])
 
     @property
     def dimension(self) -> int:
@@ -75,7 +74,8 @@ class OnnxMiniLMEmbedder:
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         types = np.array([e.type_ids for e in encodings], dtype=np.int64)
-        (hidden,) = self._session.run(
+        session = self._parallel if len(texts) >= PARALLEL_FROM else self._single
+        (hidden,) = session.run(
             None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         )
         weights = mask[..., None].astype(np.float32)
@@ -83,6 +83,16 @@ class OnnxMiniLMEmbedder:
         norms = np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
         vectors: list[list[float]] = (pooled / norms).astype(np.float32).tolist()
         return vectors
+
+
+def _session(ort: Any, path: Path, threads: int) -> Any:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Idle worker threads sleep instead of spinning: the CPU they would burn is what the
+    # server's other requests need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def default_cache_dir() -> Path:
