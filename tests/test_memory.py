@@ -437,9 +437,21 @@ def test_scope_filter_for_no_session_only_counts_sessionless_items() -> None:
 
 def test_candidates_scale_with_the_budget_between_a_floor_and_the_ceiling() -> None:
     assert candidate_limit(100, 200) == 40
-    assert candidate_limit(1000, 200) == 100
-    assert candidate_limit(3750, 200) == 200
+    assert candidate_limit(1000, 200) == 40
+    assert candidate_limit(3750, 200) == 94
     assert candidate_limit(3750, 50) == 50
+    assert candidate_limit(20_000, 200) == 200
+
+
+def test_short_items_still_fill_the_budget(memory: HiRAG) -> None:
+    # 150 items of about 8 tokens: the first 40 candidates per list cannot fill 1000 tokens,
+    # so the search asks again for more.
+    memory.store_many(
+        [NewContext(f"garden fact {i}: roses need sun", "LongTerm") for i in range(150)]
+    )
+    result = memory.search("garden roses", 1000, levels=["LongTerm"])
+    assert len(result.contexts) > 80  # more than one round of 40 + 40 could hold
+    assert 900 <= result.total_tokens <= 1000
 
 
 def test_a_large_budget_returns_more_than_the_candidate_floor(memory: HiRAG) -> None:

@@ -313,43 +313,30 @@ class HiRAG:
         max_tokens: int,
         now: float,
     ) -> tuple[list[Context], int, int]:
-        """The chosen contexts, how many candidates were ranked, how many were malformed."""
-        found: dict[str, Candidate] = {}
-        malformed = 0
-        limit = candidate_limit(max_tokens, self.settings.candidates_per_level)
-        pending = self.access.pending
-        for level in wanted:
-            dense_hits, sparse_hits = self.backend.hybrid_search(
-                self.collections[level],
-                query_vector,
-                query_sparse,
-                limit,
-                flt,
-                payload_keys=_RANKING_KEYS,
+        """The chosen contexts, how many candidates were ranked, how many were malformed.
+
+        Starts with `candidate_limit` candidates per level and query; when they leave the
+        budget less than nearly full while some list was cut at the limit, asks again for
+        twice as many, up to `candidates_per_level`.
+        """
+        ceiling = self.settings.candidates_per_level
+        limit = candidate_limit(max_tokens, ceiling)
+        allocation = {lvl: self.allocation[lvl] for lvl in wanted}
+        while True:
+            found, malformed, cut = self._candidates(
+                query_vector, query_sparse, flt, wanted, now, limit
             )
-            fused = _fused(dense_hits, sparse_hits, self.settings.hybrid_alpha, self.distance)
-            for hit, similarity in fused:
-                if hit.id in found:
-                    continue
-                payload = hit.payload
-                if not _rankable(payload):
-                    malformed += 1
-                    continue
-                score = composite(
-                    similarity,
-                    now - payload["timestamp"],
-                    level,
-                    payload.get("access_count", 0) + pending(hit.id),
-                    self.weights,
-                )
-                found[hit.id] = Candidate(hit.id, level, score, similarity, payload["token_count"])
-        chosen = select_within_budget(
-            list(found.values()),
-            max_tokens,
-            {lvl: self.allocation[lvl] for lvl in wanted},
-            self.settings.min_contexts_per_level,
-            self.settings.relevance_threshold,
-        )
+            chosen = select_within_budget(
+                list(found.values()),
+                max_tokens,
+                allocation,
+                self.settings.min_contexts_per_level,
+                self.settings.relevance_threshold,
+            )
+            filled = sum(c.tokens for c in chosen) >= max_tokens * _FILLED
+            if filled or not cut or limit >= ceiling:
+                break
+            limit = min(ceiling, limit * 2)
         # Only the chosen few are read whole (text, metadata); the candidates were ranked on
         # the few payload keys that scoring needs, which keeps a search cheap.
         current = self._count_access(chosen)
@@ -368,6 +355,48 @@ class HiRAG:
         if malformed:
             logger.warning("skipped %d malformed point(s) during search", malformed)
         return contexts, len(found), malformed
+
+    def _candidates(
+        self,
+        query_vector: list[float],
+        query_sparse: SparseVec,
+        flt: Filter,
+        wanted: list[Level],
+        now: float,
+        limit: int,
+    ) -> tuple[dict[str, Candidate], int, bool]:
+        """Scored candidates by id, how many were malformed, and whether a list was cut."""
+        found: dict[str, Candidate] = {}
+        malformed = 0
+        cut = False
+        pending = self.access.pending
+        for level in wanted:
+            dense_hits, sparse_hits = self.backend.hybrid_search(
+                self.collections[level],
+                query_vector,
+                query_sparse,
+                limit,
+                flt,
+                payload_keys=_RANKING_KEYS,
+            )
+            cut = cut or len(dense_hits) >= limit or len(sparse_hits) >= limit
+            fused = _fused(dense_hits, sparse_hits, self.settings.hybrid_alpha, self.distance)
+            for hit, similarity in fused:
+                if hit.id in found:
+                    continue
+                payload = hit.payload
+                if not _rankable(payload):
+                    malformed += 1
+                    continue
+                score = composite(
+                    similarity,
+                    now - payload["timestamp"],
+                    level,
+                    payload.get("access_count", 0) + pending(hit.id),
+                    self.weights,
+                )
+                found[hit.id] = Candidate(hit.id, level, score, similarity, payload["token_count"])
+        return found, malformed, cut
 
     def _count_access(self, chosen: Sequence[Candidate]) -> dict[str, StoredPoint]:
         """Count one access of each returned point; returns them as stored now, by id."""
@@ -599,9 +628,13 @@ def _scope_filter(
 
 _RANKING_KEYS = ("timestamp", "token_count", "access_count")
 # Candidates per level and query: enough to fill the budget with items of this many tokens
-# (few stored items are shorter), and never fewer than the floor, so ranking has a choice.
-_TOKENS_PER_CANDIDATE = 10
+# (a turn of conversation), and never fewer than the floor. Larger pools did not find more
+# evidence on long conversations and ranked worse (bench/README.md, conversation_recall);
+# a search whose candidates leave the budget short asks again for more.
+_TOKENS_PER_CANDIDATE = 40
 _MIN_CANDIDATES = 40
+# Share of the budget under which a search that was cut at its limit asks for more.
+_FILLED = 0.9
 
 
 def candidate_limit(max_tokens: int, ceiling: int) -> int:
