@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import tiktoken
 from hypothesis import given
 from hypothesis import strategies as st
@@ -43,3 +44,10 @@ def test_word_fallback_over_estimates() -> None:
 def test_word_counter_when_asked() -> None:
     info = load_token_counter("words")
     assert info.counter.count("hello brave new world") == math.ceil(4 * 1.3)
+
+
+@pytest.mark.parametrize("n", [1, 5, 40])
+def test_count_many_matches_count_for_small_and_large_lists(n: int) -> None:
+    counter = TiktokenCounter()
+    texts = [f"message {i}: naïve café 🙂 {'word ' * i}" for i in range(n)]
+    assert counter.count_many(texts) == [counter.count(t) for t in texts]

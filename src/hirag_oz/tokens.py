@@ -20,6 +20,10 @@ class TokenCounter(Protocol):
         ...
 
 
+# Lists of at least this many texts are counted by tiktoken's threaded batch call.
+_BATCH_FROM = 32
+
+
 class TiktokenCounter:
     """cl100k_base. Special-token strings in user text are counted as ordinary text."""
 
@@ -36,6 +40,10 @@ class TiktokenCounter:
         return len(self._encoding.encode_ordinary(text))
 
     def count_many(self, texts: list[str]) -> list[int]:
+        if len(texts) < _BATCH_FROM:
+            # tiktoken's batch call starts a thread pool each time: for a few texts (one
+            # store request) that costs more than the counting.
+            return [len(self._encoding.encode_ordinary(t)) for t in texts]
         return [len(ids) for ids in self._encoding.encode_ordinary_batch(texts)]
 
     def truncate(self, text: str, max_tokens: int) -> str:
