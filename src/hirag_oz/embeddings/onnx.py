@@ -64,9 +64,14 @@ class OnnxMiniLMEmbedder:
         return self._dimension
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        out: list[list[float]] = []
-        for start in range(0, len(texts), self._batch_size):
-            out.extend(self._embed_batch(list(texts[start : start + self._batch_size])))
+        # Batches of similar length: a batch is padded to its longest text, and the model's
+        # cost grows with the padded length. The vectors come back in the input order.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out: list[list[float]] = [[] for _ in texts]
+        for start in range(0, len(order), self._batch_size):
+            chunk = order[start : start + self._batch_size]
+            for i, vector in zip(chunk, self._embed_batch([texts[i] for i in chunk]), strict=True):
+                out[i] = vector
         return out
 
     def _embed_batch(self, texts: list[str]) -> list[list[float]]:
