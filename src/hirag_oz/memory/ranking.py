@@ -40,12 +40,9 @@ def similarity_from_score(distance: str, score: float) -> float:
 def composite(
     similarity: float, age_seconds: float, level: Level, access_count: int, weights: Weights
 ) -> float:
-    # recency() and frequency() written out: this runs for every candidate of every search.
-    fresh = math.exp(-age_seconds / 86400.0) if age_seconds > 0 else 1.0
-    used = min(1.0, math.log10(1 + access_count) / _LOG_101) if access_count > 0 else 0.0
     return (
         weights.similarity * similarity
-        + weights.recency * fresh
+        + weights.recency * recency(age_seconds)
         + weights.level * level.weight
-        + weights.frequency * used
+        + weights.frequency * frequency(access_count)
     )
