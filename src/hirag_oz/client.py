@@ -160,6 +160,26 @@ class _Calls:
         return _Call("GET", "/metrics", lambda response: response.text)
 
 
+def _item(
+    text: str,
+    level: str,
+    agent_id: str | None,
+    session_id: str | None,
+    user_id: str | None,
+    metadata: dict[str, Any] | None,
+    timestamp: Timestamp,
+) -> StoreContextRequest:
+    return StoreContextRequest(
+        text=text,
+        level=level,
+        agent_id=agent_id,
+        session_id=session_id,
+        user_id=user_id,
+        metadata=metadata,
+        timestamp=timestamp,
+    )
+
+
 def _patch(
     text: str | None, metadata: dict[str, Any] | None, level: str | None, timestamp: Timestamp
 ) -> PatchContextRequest:
@@ -226,15 +246,7 @@ class Client:
         timestamp: Timestamp = None,
     ) -> StoreContextResponse:
         """Store one context; returns its id and token count."""
-        item = StoreContextRequest(
-            text=text,
-            level=level,
-            agent_id=agent_id,
-            session_id=session_id,
-            user_id=user_id,
-            metadata=metadata,
-            timestamp=timestamp,
-        )
+        item = _item(text, level, agent_id, session_id, user_id, metadata, timestamp)
         return self._send(_Calls.store(item))
 
     def store_many(self, items: Sequence[StoreContextRequest]) -> BatchStoreResponse:
@@ -334,15 +346,7 @@ class AsyncClient:
         metadata: dict[str, Any] | None = None,
         timestamp: Timestamp = None,
     ) -> StoreContextResponse:
-        item = StoreContextRequest(
-            text=text,
-            level=level,
-            agent_id=agent_id,
-            session_id=session_id,
-            user_id=user_id,
-            metadata=metadata,
-            timestamp=timestamp,
-        )
+        item = _item(text, level, agent_id, session_id, user_id, metadata, timestamp)
         return await self._send(_Calls.store(item))
 
     async def store_many(self, items: Sequence[StoreContextRequest]) -> BatchStoreResponse:
