@@ -179,6 +179,7 @@ def rrf(*rankings: Sequence[int]) -> list[int]:
 
 def baselines(
     conv: Conversation,
+    turn_vectors: list[list[float]],
     embed: Callable[[list[str]], list[list[float]]],
     counter: TokenCounter,
     max_tokens: int,
@@ -186,9 +187,9 @@ def baselines(
 ) -> None:
     texts = [t.text for t in conv.turns]
     ids = [t.dia_id for t in conv.turns]
-    tokens = [counter.count(t) for t in texts]
+    tokens = counter.count_many(texts)
     bm25 = BM25Okapi([words(t) for t in texts])
-    vectors = np.array(embed(texts), dtype=np.float32)
+    vectors = np.array(turn_vectors, dtype=np.float32)
     queries = np.array(embed([q.text for q in conv.questions]), dtype=np.float32)
     for q, qv in zip(conv.questions, queries, strict=True):
         lexical = list(np.argsort(-bm25.get_scores(words(q.text)), kind="stable"))
@@ -216,7 +217,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for conv in conversations:
                 texts = [t.text for t in conv.turns]
                 started = time.perf_counter()
-                parts.model.embed(texts)  # the model alone, without the cache
+                vectors = parts.model.embed(texts)  # the model alone, without the cache
                 bare_s = time.perf_counter() - started
                 items = [
                     NewContext(
@@ -246,7 +247,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     result = memory.search(q.text, args.max_tokens, agent_id=conv.name)
                     latencies.append((time.perf_counter() - started) * 1000)
                     tallies["hirag-oz"].add(q, [c.metadata["dia_id"] for c in result.contexts])
-                baselines(conv, parts.model.embed, counter, args.max_tokens, tallies)
+                baselines(conv, vectors, parts.model.embed, counter, args.max_tokens, tallies)
                 console.print(
                     f"{conv.name}: {len(conv.turns)} turns, {len(conv.questions)} questions"
                 )
