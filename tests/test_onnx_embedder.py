@@ -7,7 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from hirag_oz.embeddings.local import LocalMiniLMEmbedder
-from hirag_oz.embeddings.onnx import PARALLEL_FROM, OnnxMiniLMEmbedder, export_onnx
+from hirag_oz.embeddings.onnx import (
+    PARALLEL_FROM,
+    OnnxMiniLMEmbedder,
+    export_onnx,
+    similar_length_batches,
+)
 
 TEXTS = [
     "The user prefers dark mode in every editor.",
@@ -49,3 +54,19 @@ def test_small_and_large_batches_give_the_same_vectors(model: OnnxMiniLMEmbedder
     one_by_one = np.array([model.embed([t])[0] for t in texts])
     together = np.array(model.embed(texts))
     assert np.abs(one_by_one - together).max() < 1e-6
+
+
+def test_batches_group_texts_of_similar_length() -> None:
+    lengths = [40, 9, 10, 12, 41, 60, 8]
+    batches = similar_length_batches(lengths, max_batch=3, ratio=1.5)
+    assert batches == [[6, 1, 2], [3], [0, 4, 5]]
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert similar_length_batches([], max_batch=3, ratio=1.5) == []
+
+
+def test_a_query_batched_with_a_paragraph_gets_its_own_vector(model: OnnxMiniLMEmbedder) -> None:
+    query, paragraph = "hiking trip", "word " * 200
+    together = np.array(model.embed([paragraph, query, paragraph]))
+    alone = np.array(model.embed([query]))
+    assert np.abs(together[1] - alone[0]).max() < 1e-6
+    assert np.abs(together[0] - together[2]).max() < 1e-6

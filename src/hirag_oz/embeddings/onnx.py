@@ -29,6 +29,9 @@ MODEL_NAME = "all-MiniLM-L6-v2"
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # Batches of at least this many texts run on the parallel session.
 PARALLEL_FROM = 16
+# A batch is padded to its longest text: a text joins a batch only while its length stays
+# within this factor of the batch's shortest text.
+PAD_RATIO = 1.5
 
 
 class OnnxMiniLMEmbedder:
@@ -48,7 +51,7 @@ class OnnxMiniLMEmbedder:
         config = json.loads((model_dir / "sentence_bert_config.json").read_text())
         tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         tokenizer.enable_truncation(int(config["max_seq_length"]))
-        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        tokenizer.no_padding()  # the file asks for fixed-length padding; batches pad themselves
         self._tokenizer = tokenizer
         # Two sessions over the same file: small batches (a search's query, a few stores)
         # run on one thread, because a second compute thread competes for the cores with
@@ -64,22 +67,29 @@ class OnnxMiniLMEmbedder:
         return self._dimension
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        # Batches of similar length: a batch is padded to its longest text, and the model's
-        # cost grows with the padded length. The vectors come back in the input order.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        # The model's cost grows with the padded length of a batch, so texts run in batches
+        # of similar token length: a search query batched with a stored paragraph would
+        # cost as much as a paragraph. The vectors come back in the input order.
+        encodings = self._tokenizer.encode_batch(list(texts))
+        lengths = [len(e.ids) for e in encodings]
         out: list[list[float]] = [[] for _ in texts]
-        for start in range(0, len(order), self._batch_size):
-            chunk = order[start : start + self._batch_size]
-            for i, vector in zip(chunk, self._embed_batch([texts[i] for i in chunk]), strict=True):
+        for batch in similar_length_batches(lengths, self._batch_size, PAD_RATIO):
+            vectors = self._embed_batch([encodings[i] for i in batch])
+            for i, vector in zip(batch, vectors, strict=True):
                 out[i] = vector
         return out
 
-    def _embed_batch(self, texts: list[str]) -> list[list[float]]:
-        encodings = self._tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        types = np.array([e.type_ids for e in encodings], dtype=np.int64)
-        session = self._parallel if len(texts) >= PARALLEL_FROM else self._single
+    def _embed_batch(self, encodings: list[Any]) -> list[list[float]]:
+        width = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(encodings), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        types = np.zeros_like(ids)
+        for row, e in enumerate(encodings):
+            n = len(e.ids)
+            ids[row, :n] = e.ids
+            mask[row, :n] = e.attention_mask
+            types[row, :n] = e.type_ids
+        session = self._parallel if len(encodings) >= PARALLEL_FROM else self._single
         (hidden,) = session.run(
             None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         )
@@ -88,6 +98,20 @@ class OnnxMiniLMEmbedder:
         norms = np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
         vectors: list[list[float]] = (pooled / norms).astype(np.float32).tolist()
         return vectors
+
+
+def similar_length_batches(lengths: Sequence[int], max_batch: int, ratio: float) -> list[list[int]]:
+    """Indexes into `lengths` grouped into batches of at most `max_batch`, shortest first,
+    each batch's longest length at most `ratio` times its shortest."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    batches: list[list[int]] = []
+    for i in order:
+        current = batches[-1] if batches else None
+        if current is None or len(current) >= max_batch or lengths[i] > ratio * lengths[current[0]]:
+            batches.append([i])
+        else:
+            current.append(i)
+    return batches
 
 
 def _session(ort: Any, path: Path, threads: int) -> Any:

@@ -80,13 +80,17 @@ class AccessCounts:
                     entry.added += 1
                     p.payload["access_count"] = entry.stored + entry.added
                     found[p.id] = p
-            due = self._clock() - self._last_flush >= self._interval
-        if due:
-            try:
-                self.flush()
-            except Exception:  # the search succeeded; its accesses wait for the next flush
-                logger.exception("writing access counts failed")
         return found
+
+    def flush_if_due(self) -> None:
+        """Write the pending counts when the flush interval is over; a failure is logged,
+        and what was not written waits for the next flush."""
+        if self._clock() - self._last_flush < self._interval:
+            return
+        try:
+            self.flush()
+        except Exception:  # the search succeeded; its accesses wait for the next flush
+            logger.exception("writing access counts failed")
 
     @contextmanager
     def settling(self) -> Iterator[Callable[[StoredPoint], dict[str, Any]]]:

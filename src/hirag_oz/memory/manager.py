@@ -286,6 +286,8 @@ class HiRAG:
             contexts, searched, malformed = self._retrieve(
                 query_vector, query_sparse, scope & filters, wanted, max_tokens, now
             )
+        # Written outside the search slot, so a flush never holds up the searches queued there.
+        self.access.flush_if_due()
         distribution: dict[str, int] = {}
         for context in contexts:
             distribution[context.level.value] = distribution.get(context.level.value, 0) + 1
