@@ -18,7 +18,7 @@ def test_defaults() -> None:
     s = load_settings()
     assert s.server.host == "127.0.0.1" and s.server.port == 8081
     assert s.token_budget.max_total == 8000 and s.token_budget.retrieved_context == 3750
-    assert s.hirag.weights.similarity == 0.5
+    assert s.hirag.weights.similarity == 0.6 and s.hirag.weights.frequency == 0.0
     assert s.facts.confidence_threshold == 0.8
 
 

@@ -288,10 +288,9 @@ def test_as_of_measures_recency_from_the_given_time(memory: HiRAG, clock: FakeCl
     recent = memory.search("standup notes", 200, as_of=clock.now() - 48 * 3600).contexts[0]
     later = memory.search("standup notes", 200).contexts[0]
     assert recent.id == later.id == ref.id
-    # recency (weight 0.2) is exp(0) at as_of vs exp(-48/24) now; between the two searches the
-    # access count went 0 -> 1, so frequency (weight 0.1) rose by log10(2)/log10(101).
+    # recency (weight 0.2) is exp(0) at as_of vs exp(-48/24) now; frequency is off by default.
     assert recent.relevance_score - later.relevance_score == pytest.approx(  # type: ignore[operator]
-        0.2 * (1 - 0.1353352832) - 0.1 * 0.1501888, abs=1e-5
+        0.2 * (1 - 0.1353352832), abs=1e-5
     )
 
 

@@ -32,6 +32,13 @@ def test_frequency_is_logarithmic_and_capped() -> None:
 
 def test_composite_with_default_weights() -> None:
     score = composite(0.8, 3600, Level.SHORT_TERM, 9, Weights())
+    expected = 0.6 * 0.8 + 0.2 * 0.959189 + 0.2 * 0.7  # frequency is off by default
+    assert score == pytest.approx(expected, abs=1e-6)
+    assert score == composite(0.8, 3600, Level.SHORT_TERM, 0, Weights())
+
+
+def test_composite_with_the_original_weights() -> None:
+    score = composite(0.8, 3600, Level.SHORT_TERM, 9, Weights(0.5, 0.2, 0.2, 0.1))
     expected = 0.5 * 0.8 + 0.2 * 0.959189 + 0.2 * 0.7 + 0.1 * (1 / math.log10(101))
     assert score == pytest.approx(expected, abs=1e-6)
 

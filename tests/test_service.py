@@ -310,7 +310,7 @@ def test_health_reports_each_component(serve: Serve) -> None:
 
 class _FakeQdrant:
     """A real HTTP server on loopback answering the Qdrant REST calls the service makes at
-    start-up, then stopped to play a Qdrant server that went down."""
+    start-up (over empty collections), then stopped to play a Qdrant server that went down."""
 
     def __init__(self) -> None:
         collections: set[str] = set()
@@ -349,6 +349,15 @@ class _FakeQdrant:
                     self._reply(True)
                 else:
                     self._reply({"operation_id": 1, "status": "completed"})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                parts = self.path.split("?")[0].strip("/").split("/")
+                if len(parts) == 4 and parts[2:] == ["points", "scroll"]:
+                    self._reply({"points": [], "next_page_offset": None})  # empty collections
+                else:
+                    self.send_error(404)
 
             def log_message(self, *args: Any) -> None:
                 pass

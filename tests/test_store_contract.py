@@ -175,6 +175,8 @@ def test_scroll_order_delete_and_payload(store: VectorStore) -> None:
     points = _fill(store)
     ordered = store.scroll("c", None, 2, order_by="seq")
     assert [p.payload["seq"] for p in ordered] == [1, 2]
+    latest = store.scroll("c", None, 2, order_by="seq", descending=True)
+    assert [p.payload["seq"] for p in latest] == [4, 3]
     store.set_payload("c", [points[0].id, str(uuid.uuid4())], {"access_count": 7})
     assert store.retrieve("c", [points[0].id])[0].payload["access_count"] == 7  # unknown id skipped
     assert store.retrieve("c", [points[0].id])[0].payload["metadata"]["fresh"] is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import threading
@@ -26,7 +27,7 @@ from hirag_oz.memory.models import (
     StoredRef,
     to_datetime,
 )
-from hirag_oz.memory.ranking import Weights, composite, similarity_from_score
+from hirag_oz.memory.ranking import Weights, composite, dense_score, similarity_from_score
 from hirag_oz.memory.validation import (
     check_metadata,
     check_scope_id,
@@ -61,6 +62,8 @@ _CORE_INDEXES: dict[str, FieldType] = {
     "seq": "integer",
 }
 _BATCH = 256
+# Integers above this are not all exact as floats.
+_EXACT_FLOAT_INT = 2**53
 
 
 def collection_indexes(metadata_indexes: Mapping[str, FieldType]) -> dict[str, FieldType]:
@@ -115,6 +118,7 @@ class HiRAG:
             store.ensure_collection(CollectionSpec(name, dimension, distance, indexes))
         self._seq_lock = threading.Lock()
         self._last_seq = 0
+        self._rescale_seq()
         self._l1_lock = threading.Lock()
         self.access = AccessCounts(store, self.settings.access_flush_secs)
         self._search_slots = threading.BoundedSemaphore(store.parallel_queries)
@@ -211,10 +215,25 @@ class HiRAG:
         return vectors
 
     def _next_seq(self) -> int:
-        # Strictly increasing across calls and restarts: the order L1 demotes in.
+        # Strictly increasing across calls and restarts: the order L1 demotes in and the
+        # order of a session's turns. In microseconds, so that it stays exact as a float:
+        # the stores compare range bounds as floats.
         with self._seq_lock:
-            self._last_seq = max(self._last_seq + 1, time.time_ns())
+            self._last_seq = max(self._last_seq + 1, time.time_ns() // 1000)
             return self._last_seq
+
+    def _rescale_seq(self) -> None:
+        """Points written when `seq` was in nanoseconds get it in microseconds, once."""
+        legacy = Filter(must=(Condition("seq", range=Range(gte=float(_EXACT_FLOAT_INT))),))
+        for collection in self.collections.values():
+            rescaled = 0
+            while points := self.backend.scroll(collection, legacy, _BATCH):
+                for p in points:
+                    seq = int(p.payload["seq"]) // 1000
+                    self.backend.set_payload(collection, [p.id], {"seq": seq})
+                rescaled += len(points)
+            if rescaled:
+                logger.info("rescaled seq of %d point(s) in %s", rescaled, collection)
 
     def _bound_l1(self, agent: str, session: str | None) -> None:
         """Move the oldest Immediate items of a session past `l1_size` down to ShortTerm."""
@@ -325,9 +344,10 @@ class HiRAG:
         limit = candidate_limit(max_tokens, ceiling)
         allocation = {lvl: self.allocation[lvl] for lvl in wanted}
         while True:
-            found, malformed, cut = self._candidates(
+            found, anchors, malformed, cut = self._candidates(
                 query_vector, query_sparse, flt, wanted, now, limit
             )
+            self._add_neighbours(found, anchors, flt, query_vector, now)
             chosen = select_within_budget(
                 list(found.values()),
                 max_tokens,
@@ -366,9 +386,11 @@ class HiRAG:
         wanted: list[Level],
         now: float,
         limit: int,
-    ) -> tuple[dict[str, Candidate], int, bool]:
-        """Scored candidates by id, how many were malformed, and whether a list was cut."""
+    ) -> tuple[dict[str, Candidate], dict[str, tuple[str, int]], int, bool]:
+        """Scored candidates by id, the (session, seq) of those in a session, how many were
+        malformed, and whether a list was cut."""
         found: dict[str, Candidate] = {}
+        anchors: dict[str, tuple[str, int]] = {}
         malformed = 0
         cut = False
         pending = self.access.pending
@@ -398,7 +420,72 @@ class HiRAG:
                     self.weights,
                 )
                 found[hit.id] = Candidate(hit.id, level, score, similarity, payload["token_count"])
-        return found, malformed, cut
+                session, seq = payload.get("session_id"), payload.get("seq")
+                if isinstance(session, str) and isinstance(seq, int):
+                    anchors[hit.id] = (session, seq)
+        return found, anchors, malformed, cut
+
+    def _add_neighbours(
+        self,
+        found: dict[str, Candidate],
+        anchors: Mapping[str, tuple[str, int]],
+        flt: Filter,
+        query_vector: list[float],
+        now: float,
+    ) -> None:
+        """Adds the turns stored just before and just after each of the best candidates in
+        their session, with a score and a similarity of at least `neighbour_weight` times
+        their hit's (their own, when higher).
+
+        Why: a turn that matches the query is often a question whose answer is the next
+        turn ("How was the opening night?" / "Great, we sold out"), or a reply whose
+        subject is in the turn before. Such a turn shares few words with the query; it is
+        relevant through its neighbour, so the relevance threshold sees it that way too.
+        """
+        count = self.settings.neighbour_hits
+        if count <= 0 or not anchors:
+            return
+        weight = self.settings.neighbour_weight
+        best = heapq.nlargest(count, (found[key] for key in anchors), key=lambda c: c.score)
+        for hit in best:
+            session, seq = anchors[hit.key]
+            for descending, bound in ((True, Range(lt=seq)), (False, Range(gt=seq))):
+                near = flt & Filter(
+                    must=(Condition("session_id", match=session), Condition("seq", range=bound))
+                )
+                for p in self.backend.scroll(
+                    self.collections[hit.level],
+                    near,
+                    1,
+                    order_by="seq",
+                    with_vectors=True,
+                    descending=descending,
+                ):
+                    own = found.get(p.id) or self._scored(p, hit.level, query_vector, now)
+                    if own is not None:
+                        found[p.id] = own._replace(
+                            score=max(own.score, weight * hit.score),
+                            similarity=max(own.similarity, weight * hit.similarity),
+                        )
+
+    def _scored(
+        self, point: StoredPoint, level: Level, query_vector: list[float], now: float
+    ) -> Candidate | None:
+        """A point found by other means than the search, scored as a candidate of it (its
+        BM25 score, not known, counts as 0)."""
+        payload = point.payload
+        if not _rankable(payload) or point.dense is None:
+            return None
+        raw = dense_score(self.distance, query_vector, point.dense)
+        similarity = self.settings.hybrid_alpha * similarity_from_score(self.distance, raw)
+        score = composite(
+            similarity,
+            now - payload["timestamp"],
+            level,
+            payload.get("access_count", 0) + self.access.pending(point.id),
+            self.weights,
+        )
+        return Candidate(point.id, level, score, similarity, payload["token_count"])
 
     def _count_access(self, chosen: Sequence[Candidate]) -> dict[str, StoredPoint]:
         """Count one access of each returned point; returns them as stored now, by id."""
@@ -628,7 +715,7 @@ def _scope_filter(
     return Filter(must=tuple(conditions))
 
 
-_RANKING_KEYS = ("timestamp", "token_count", "access_count")
+_RANKING_KEYS = ("timestamp", "token_count", "access_count", "session_id", "seq")
 # Candidates per level and query: enough to fill the budget with items of this many tokens
 # (a turn of conversation), and never fewer than the floor. Larger pools did not find more
 # evidence on long conversations and ranked worse (bench/README.md, conversation_recall);

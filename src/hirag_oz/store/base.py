@@ -181,6 +181,7 @@ class VectorStore(Protocol):
         limit: int,
         order_by: str | None = None,
         with_vectors: bool = False,
+        descending: bool = False,
     ) -> list[StoredPoint]: ...
 
     def count(self, collection: str, flt: Filter | None = None) -> int: ...

@@ -240,13 +240,15 @@ class EdgeStore:
         limit: int,
         order_by: str | None = None,
         with_vectors: bool = False,
+        descending: bool = False,
     ) -> list[StoredPoint]:
+        direction = qe.Direction.Desc if descending else qe.Direction.Asc
         request = qe.ScrollRequest(
             limit=limit,
             filter=_filter(flt) if flt is not None and not flt.is_empty() else None,
             with_payload=True,
             with_vector=bool(with_vectors),
-            order_by=qe.OrderBy(key=order_by, direction=qe.Direction.Asc) if order_by else None,
+            order_by=qe.OrderBy(key=order_by, direction=direction) if order_by else None,
         )
         records, _next = self._get(collection).shard.scroll(request)
         return [_stored(r) for r in records]

@@ -227,14 +227,16 @@ class ServerStore:
         limit: int,
         order_by: str | None = None,
         with_vectors: bool = False,
+        descending: bool = False,
     ) -> list[StoredPoint]:
+        direction = qm.Direction.DESC if descending else qm.Direction.ASC
         records, _next = self._call(
             "scroll",
             self.client.scroll,
             collection,
             scroll_filter=_filter(flt) if flt is not None and not flt.is_empty() else None,
             limit=limit,
-            order_by=order_by,
+            order_by=qm.OrderBy(key=order_by, direction=direction) if order_by else None,
             with_payload=True,
             with_vectors=with_vectors,
         )

@@ -1,0 +1,124 @@
+"""The retrieval levers on small hand-made conversations: neighbouring turns, frequency off."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from hirag_oz import HiRAG, Level, NewContext
+
+MakeMemory = Callable[..., HiRAG]
+
+QUESTION = "Gina: How did the opening night of your dance studio go?"
+ANSWER = "Jon: It went great, we sold out and my feet still hurt."
+# Two turns closer to the query than the answer is, and four unrelated ones.
+FILLER = [
+    "Jon: I watched a ballet performance on TV last night.",
+    "Gina: My cousin teaches salsa on weekends at the community hall.",
+    "Jon: I bought new running shoes for the marathon in spring.",
+    "Gina: My clothing store launched an online shop this week.",
+    "Jon: The bank called me about a mortgage offer again.",
+    "Gina: We adopted a puppy named Biscuit from the shelter.",
+]
+
+
+def _conversation(memory: HiRAG, session: str, turns: Sequence[str], agent: str = "a") -> None:
+    memory.store_many(
+        [NewContext(t, "LongTerm", agent_id=agent, session_id=session) for t in turns]
+    )
+
+
+def _texts(memory: HiRAG, query: str, max_tokens: int, agent: str = "a") -> list[str]:
+    return [c.text for c in memory.search(query, max_tokens, agent_id=agent).contexts]
+
+
+def test_the_reply_to_a_matching_turn_comes_right_after_it(make_memory: MakeMemory) -> None:
+    turns = [*FILLER[:3], QUESTION, ANSWER, *FILLER[3:]]
+    without = make_memory(neighbour_hits=0)
+    _conversation(without, "s1", turns)
+    found = _texts(without, "opening night of the dance studio", 1000)
+    assert found[0] == QUESTION
+    assert found.index(ANSWER) > 1, "the reply alone is not similar to the query"
+    without.close()
+
+    with_neighbours = make_memory(neighbour_hits=5)
+    found = _texts(with_neighbours, "opening night of the dance studio", 1000)
+    assert found[0] == QUESTION
+    # The turns before and after the question tie at 0.85 times its score.
+    assert ANSWER in found[1:3]
+
+
+def test_the_turn_before_a_matching_reply_is_pulled_in(make_memory: MakeMemory) -> None:
+    memory = make_memory()
+    question = "Gina: What did your brother think of it?"
+    reply = "Jon: He loved the maple syrup festival and all the pancakes."
+    _conversation(memory, "s1", [*FILLER[2:4], question, reply, *FILLER[4:]])
+    found = _texts(memory, "maple syrup festival pancakes", 1000)
+    assert found[0] == reply
+    assert question in found[1:3], "shares no word with the query, below the threshold alone"
+
+
+def test_neighbours_stay_in_their_session_and_scope(make_memory: MakeMemory) -> None:
+    memory = make_memory()
+    _conversation(memory, "s1", [*FILLER[:3], QUESTION])
+    # Stored right after the question, but in another session and for another agent.
+    _conversation(memory, "s2", [ANSWER])
+    _conversation(memory, "s1", [ANSWER.replace("Jon", "Ann")], agent="b")
+    found = _texts(memory, "opening night of the dance studio", 40)
+    assert found[0] == QUESTION
+    assert not any("sold out" in t for t in found[:2])
+    assert all(c.agent_id == "a" for c in memory.search("sold out", 1000, agent_id="a").contexts)
+
+
+def test_a_neighbour_scores_at_least_a_share_of_its_hit(make_memory: MakeMemory) -> None:
+    memory = make_memory()
+    _conversation(memory, "s1", [*FILLER[:3], QUESTION, ANSWER])
+    contexts = memory.search("opening night of the dance studio", 1000, agent_id="a").contexts
+    by_text = {c.text: c for c in contexts}
+    hit, answer = by_text[QUESTION], by_text[ANSWER]
+    assert hit.relevance_score is not None and answer.relevance_score is not None
+    assert hit.similarity is not None and answer.similarity is not None
+    # neighbour_weight is 0.85 by default
+    assert answer.relevance_score == pytest.approx(0.85 * hit.relevance_score, abs=1e-5)
+    assert answer.similarity == pytest.approx(0.85 * hit.similarity, abs=1e-5)
+    # A neighbour that scores better on its own keeps its own score.
+    other = by_text[FILLER[2]]  # the turn before the question
+    assert other.relevance_score is not None and other.relevance_score >= answer.relevance_score
+
+
+def test_frequently_returned_contexts_do_not_crowd_out_relevant_ones(
+    make_memory: MakeMemory, tmp_path: Path
+) -> None:
+    popular = "The team lunch is at the office cafeteria on Friday."
+    relevant = "The team picnic moved to the lakeside park because of the rain."
+
+    def ask(memory: HiRAG) -> str:
+        memory.store_many([NewContext(popular, "LongTerm"), NewContext(relevant, "LongTerm")])
+        for _ in range(30):  # popular is the only thing these searches return
+            assert _texts(memory, "office cafeteria lunch on Friday", 15, agent="default") == [
+                popular
+            ]
+        return memory.search("where is the team picnic", 1000).contexts[0].text
+
+    assert ask(make_memory(tmp_path / "default")) == relevant
+    weights = {"similarity": 0.3, "recency": 0.2, "level": 0.2, "frequency": 0.3}
+    assert ask(make_memory(tmp_path / "frequency", weights=weights)) == popular
+
+
+def test_seq_written_in_nanoseconds_is_rescaled_on_open(
+    make_memory: MakeMemory, tmp_path: Path
+) -> None:
+    memory = make_memory(tmp_path / "d")
+    ref = memory.store("an old note", "LongTerm")
+    legacy = time.time_ns()
+    memory.backend.set_payload(memory.collections[Level.LONG_TERM], [ref.id], {"seq": legacy})
+    memory.close()
+    reopened = make_memory(tmp_path / "d")
+    point = reopened.backend.retrieve(reopened.collections[Level.LONG_TERM], [ref.id])[0]
+    assert point.payload["seq"] == legacy // 1000
+    newer = reopened.store("a new note", "LongTerm")
+    later = reopened.backend.retrieve(reopened.collections[Level.LONG_TERM], [newer.id])[0]
+    assert later.payload["seq"] > point.payload["seq"]
