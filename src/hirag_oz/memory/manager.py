@@ -27,7 +27,7 @@ from hirag_oz.memory.models import (
     StoredRef,
     to_datetime,
 )
-from hirag_oz.memory.ranking import Weights, composite, dense_score, similarity_from_score
+from hirag_oz.memory.ranking import Weights, composite, similarity_from_score
 from hirag_oz.memory.validation import (
     check_metadata,
     check_scope_id,
@@ -344,10 +344,10 @@ class HiRAG:
         limit = candidate_limit(max_tokens, ceiling)
         allocation = {lvl: self.allocation[lvl] for lvl in wanted}
         while True:
-            found, anchors, malformed, cut = self._candidates(
+            found, malformed, cut = self._candidates(
                 query_vector, query_sparse, flt, wanted, now, limit
             )
-            self._add_neighbours(found, anchors, flt, query_vector, now)
+            self._add_neighbours(found, flt)
             chosen = select_within_budget(
                 list(found.values()),
                 max_tokens,
@@ -386,11 +386,9 @@ class HiRAG:
         wanted: list[Level],
         now: float,
         limit: int,
-    ) -> tuple[dict[str, Candidate], dict[str, tuple[str, int]], int, bool]:
-        """Scored candidates by id, the (session, seq) of those in a session, how many were
-        malformed, and whether a list was cut."""
+    ) -> tuple[dict[str, Candidate], int, bool]:
+        """Scored candidates by id, how many were malformed, and whether a list was cut."""
         found: dict[str, Candidate] = {}
-        anchors: dict[str, tuple[str, int]] = {}
         malformed = 0
         cut = False
         pending = self.access.pending
@@ -420,72 +418,58 @@ class HiRAG:
                     self.weights,
                 )
                 found[hit.id] = Candidate(hit.id, level, score, similarity, payload["token_count"])
-                session, seq = payload.get("session_id"), payload.get("seq")
-                if isinstance(session, str) and isinstance(seq, int):
-                    anchors[hit.id] = (session, seq)
-        return found, anchors, malformed, cut
+        return found, malformed, cut
 
-    def _add_neighbours(
-        self,
-        found: dict[str, Candidate],
-        anchors: Mapping[str, tuple[str, int]],
-        flt: Filter,
-        query_vector: list[float],
-        now: float,
-    ) -> None:
+    def _add_neighbours(self, found: dict[str, Candidate], flt: Filter) -> None:
         """Adds the turns stored just before and just after each of the best candidates in
-        their session, with a score and a similarity of at least `neighbour_weight` times
-        their hit's (their own, when higher).
+        their session, with `neighbour_weight` times their hit's score and similarity (or
+        their own, when they are candidates too and score higher).
 
         Why: a turn that matches the query is often a question whose answer is the next
         turn ("How was the opening night?" / "Great, we sold out"), or a reply whose
         subject is in the turn before. Such a turn shares few words with the query; it is
         relevant through its neighbour, so the relevance threshold sees it that way too.
+        A neighbour that is not a candidate ranked below the candidate lists' cut on both
+        similarities, so its own score would be lower still.
         """
         count = self.settings.neighbour_hits
-        if count <= 0 or not anchors:
+        if count <= 0 or not found:
             return
         weight = self.settings.neighbour_weight
-        best = heapq.nlargest(count, (found[key] for key in anchors), key=lambda c: c.score)
+        best = heapq.nlargest(count, found.values(), key=lambda c: c.score)
+        # Session and seq of these few only: ranking keys read for every candidate cost more.
+        placed: dict[str, tuple[str, int]] = {}
+        for level in {hit.level for hit in best}:
+            ids = [hit.key for hit in best if hit.level is level]
+            for p in self.backend.retrieve(self.collections[level], ids):
+                session, seq = p.payload.get("session_id"), p.payload.get("seq")
+                if isinstance(session, str) and isinstance(seq, int):
+                    placed[p.id] = (session, seq)
         for hit in best:
-            session, seq = anchors[hit.key]
+            if hit.key not in placed:
+                continue
+            session, seq = placed[hit.key]
             for descending, bound in ((True, Range(lt=seq)), (False, Range(gt=seq))):
                 near = flt & Filter(
                     must=(Condition("session_id", match=session), Condition("seq", range=bound))
                 )
                 for p in self.backend.scroll(
-                    self.collections[hit.level],
-                    near,
-                    1,
-                    order_by="seq",
-                    with_vectors=True,
-                    descending=descending,
+                    self.collections[hit.level], near, 1, order_by="seq", descending=descending
                 ):
-                    own = found.get(p.id) or self._scored(p, hit.level, query_vector, now)
+                    own = found.get(p.id)
                     if own is not None:
                         found[p.id] = own._replace(
                             score=max(own.score, weight * hit.score),
                             similarity=max(own.similarity, weight * hit.similarity),
                         )
-
-    def _scored(
-        self, point: StoredPoint, level: Level, query_vector: list[float], now: float
-    ) -> Candidate | None:
-        """A point found by other means than the search, scored as a candidate of it (its
-        BM25 score, not known, counts as 0)."""
-        payload = point.payload
-        if not _rankable(payload) or point.dense is None:
-            return None
-        raw = dense_score(self.distance, query_vector, point.dense)
-        similarity = self.settings.hybrid_alpha * similarity_from_score(self.distance, raw)
-        score = composite(
-            similarity,
-            now - payload["timestamp"],
-            level,
-            payload.get("access_count", 0) + self.access.pending(point.id),
-            self.weights,
-        )
-        return Candidate(point.id, level, score, similarity, payload["token_count"])
+                    elif _rankable(p.payload):
+                        found[p.id] = Candidate(
+                            p.id,
+                            hit.level,
+                            weight * hit.score,
+                            weight * hit.similarity,
+                            p.payload["token_count"],
+                        )
 
     def _count_access(self, chosen: Sequence[Candidate]) -> dict[str, StoredPoint]:
         """Count one access of each returned point; returns them as stored now, by id."""
@@ -715,7 +699,7 @@ def _scope_filter(
     return Filter(must=tuple(conditions))
 
 
-_RANKING_KEYS = ("timestamp", "token_count", "access_count", "session_id", "seq")
+_RANKING_KEYS = ("timestamp", "token_count", "access_count")
 # Candidates per level and query: enough to fill the budget with items of this many tokens
 # (a turn of conversation), and never fewer than the floor. Larger pools did not find more
 # evidence on long conversations and ranked worse (bench/README.md, conversation_recall);

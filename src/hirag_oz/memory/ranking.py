@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
 
 from hirag_oz.memory.levels import Level
 
@@ -38,19 +35,6 @@ def similarity_from_score(distance: str, score: float) -> float:
     if distance == "Euclid":
         return 1.0 / (1.0 + max(0.0, score))  # Qdrant returns the distance for Euclid
     return min(1.0, max(0.0, score))
-
-
-def dense_score(distance: str, query: Sequence[float], vector: Sequence[float]) -> float:
-    """The store's raw score of `vector` for `query`: cosine, dot product or Euclidean distance."""
-    q = np.asarray(query, dtype=np.float64)
-    v = np.asarray(vector, dtype=np.float64)
-    if distance == "Euclid":
-        return float(np.linalg.norm(q - v))
-    dot = float(q @ v)
-    if distance == "Dot":
-        return dot
-    norms = float(np.linalg.norm(q) * np.linalg.norm(v))
-    return dot / norms if norms > 0 else 0.0
 
 
 def composite(
