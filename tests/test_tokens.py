@@ -27,11 +27,14 @@ def test_special_token_strings_count_as_text_and_never_raise() -> None:
 
 
 @given(st.text(max_size=300), st.integers(0, 60))
-def test_truncate_respects_the_limit_and_is_a_prefix(text: str, limit: int) -> None:
+def test_truncate_and_keep_end_respect_the_limit(text: str, limit: int) -> None:
     counter = TiktokenCounter()
     cut = counter.truncate(text, limit)
     assert counter.count(cut) <= limit
-    assert text.startswith(cut) or "\ufffd" in cut
+    assert text.startswith(cut)
+    end = counter.keep_end(text, limit)
+    assert counter.count(end) <= limit
+    assert text.endswith(end)
 
 
 def test_word_fallback_over_estimates() -> None:
@@ -39,6 +42,9 @@ def test_word_fallback_over_estimates() -> None:
     assert counter.count("one two three four five six seven eight nine ten") == 13
     assert counter.count("") == 0
     assert counter.count(counter.truncate("a b c d e f g h i j", 5)) <= 5
+    assert counter.truncate("a b c d e f g h i j", 5) == "a b c"
+    assert counter.keep_end("a b c d e f g h i j", 5) == "h i j"
+    assert counter.keep_end("a b", 0) == ""
 
 
 def test_word_counter_when_asked() -> None:

@@ -19,6 +19,10 @@ class TokenCounter(Protocol):
         """The longest prefix of `text` that counts at most `max_tokens`."""
         ...
 
+    def keep_end(self, text: str, max_tokens: int) -> str:
+        """The longest suffix of `text` that counts at most `max_tokens`."""
+        ...
+
 
 # Lists of at least this many texts are counted by tiktoken's threaded batch call.
 _BATCH_FROM = 32
@@ -47,15 +51,23 @@ class TiktokenCounter:
         return [len(ids) for ids in self._encoding.encode_ordinary_batch(texts)]
 
     def truncate(self, text: str, max_tokens: int) -> str:
+        return self._cut(text, max_tokens, keep_start=True)
+
+    def keep_end(self, text: str, max_tokens: int) -> str:
+        return self._cut(text, max_tokens, keep_start=False)
+
+    def _cut(self, text: str, max_tokens: int, keep_start: bool) -> str:
         if max_tokens <= 0:
             return ""
         ids = self._encoding.encode_ordinary(text)
         if len(ids) <= max_tokens:
             return text
-        cut = self._encoding.decode(ids[:max_tokens])
-        # A cut inside a multi-byte character decodes to U+FFFD and may re-count higher.
+        part = ids[:max_tokens] if keep_start else ids[-max_tokens:]
+        # A cut inside a multi-byte character leaves a partial character: dropped, not U+FFFD.
+        cut = self._encoding.decode_bytes(part).decode("utf-8", errors="ignore")
+        # Tokens cut out of their context may re-merge into more.
         while cut and self.count(cut) > max_tokens:
-            cut = cut[:-1]
+            cut = cut[:-1] if keep_start else cut[1:]
         return cut
 
 
@@ -74,11 +86,18 @@ class WordCounter:
         return [self.count(t) for t in texts]
 
     def truncate(self, text: str, max_tokens: int) -> str:
-        words = text.split()
+        keep = self._words_within(max_tokens)
+        return " ".join(text.split()[:keep]) if keep > 0 else ""
+
+    def keep_end(self, text: str, max_tokens: int) -> str:
+        keep = self._words_within(max_tokens)
+        return " ".join(text.split()[-keep:]) if keep > 0 else ""
+
+    def _words_within(self, max_tokens: int) -> int:
         keep = int(max_tokens / self.tokens_per_word)
         while keep > 0 and math.ceil(keep * self.tokens_per_word) > max_tokens:
             keep -= 1
-        return " ".join(words[: max(keep, 0)])
+        return keep
 
 
 class TokenCounterInfo:
