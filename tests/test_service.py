@@ -95,7 +95,7 @@ def _metrics(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
 def test_every_protected_route_needs_a_valid_key(serve: Serve) -> None:
     server = serve()
     routes = _protected_routes(server.url)
-    assert len(routes) == 8
+    assert len(routes) == 9  # the contexts routes and /api/v1/context/build
     for method, path in routes:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"}):
             r = httpx.request(method, server.url + path, headers=headers, json={})

@@ -26,6 +26,8 @@ from hirag_oz import errors
 from hirag_oz.api.schemas import (
     BatchStoreRequest,
     BatchStoreResponse,
+    BuildRequest,
+    BuildResponse,
     ClearedResponse,
     ClearRequest,
     ContextOut,
@@ -127,6 +129,10 @@ class _Calls:
     @staticmethod
     def search(request: SearchRequest) -> _Call[SearchResponse]:
         return _Call("POST", "/api/v1/contexts/search", _model(SearchResponse), _body(request))
+
+    @staticmethod
+    def build_context(request: BuildRequest) -> _Call[BuildResponse]:
+        return _Call("POST", "/api/v1/context/build", _model(BuildResponse), _body(request))
 
     @staticmethod
     def get(context_id: str, agent_id: str | None) -> _Call[ContextOut]:
@@ -268,6 +274,10 @@ class Client:
         request = _search(query, max_tokens, levels, agent_id, session_id, user_id, filters, as_of)
         return self._send(_Calls.search(request))
 
+    def build_context(self, request: BuildRequest) -> BuildResponse:
+        """The messages to send to the model now, within the token budget."""
+        return self._send(_Calls.build_context(request))
+
     def get(self, context_id: str, *, agent_id: str | None = None) -> ContextOut:
         return self._send(_Calls.get(context_id, agent_id))
 
@@ -366,6 +376,10 @@ class AsyncClient:
     ) -> SearchResponse:
         request = _search(query, max_tokens, levels, agent_id, session_id, user_id, filters, as_of)
         return await self._send(_Calls.search(request))
+
+    async def build_context(self, request: BuildRequest) -> BuildResponse:
+        """The messages to send to the model now, within the token budget."""
+        return await self._send(_Calls.build_context(request))
 
     async def get(self, context_id: str, *, agent_id: str | None = None) -> ContextOut:
         return await self._send(_Calls.get(context_id, agent_id))

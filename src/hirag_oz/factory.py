@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hirag_oz.config import Settings, load_settings
+from hirag_oz.context.service import ContextBuilder
 from hirag_oz.embeddings.base import Embedder
 from hirag_oz.embeddings.cache import CachedEmbedder
 from hirag_oz.memory.clock import Clock
@@ -50,6 +51,7 @@ class Components:
     """The embedder under the cache: a call to it reaches the model."""
     cache: CachedEmbedder | None
     tokens: TokenCounterInfo
+    context: ContextBuilder
     breakers: list[CircuitBreaker] = field(default_factory=list)
 
     def close(self) -> None:
@@ -124,7 +126,8 @@ def build_components(
         distance=settings.vector_db.distance,
         clock=clock,
     )
-    return Components(settings, memory, store, inner, cache, tokens, breakers)
+    context = ContextBuilder(memory, tokens.counter, settings.token_budget)
+    return Components(settings, memory, store, inner, cache, tokens, context, breakers)
 
 
 def build_memory(

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from hirag_oz import __version__
+from hirag_oz.api.context import router as context_router
 from hirag_oz.api.contexts import router as contexts_router
 from hirag_oz.api.errors import install_error_handlers
 from hirag_oz.api.middleware import (
@@ -80,6 +81,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(operations_router)
     app.include_router(contexts_router)
+    app.include_router(context_router)
 
     # Starlette puts the last added middleware outermost.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_size_mb * 1024**2)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -114,6 +114,118 @@ class DeletedResponse(BaseModel):
 class ClearedResponse(BaseModel):
     level: str
     cleared: int
+
+
+class TurnIn(_Request):
+    role: Literal["system", "user", "assistant", "tool"] = "user"
+    content: str
+
+
+class SnippetIn(_Request):
+    text: str
+    priority: Literal["Low", "Medium", "High", "Critical"] = "Medium"
+    score: float | None = Field(
+        None, ge=0, le=1, description="Order within a priority; default 1.0 (before retrieved)."
+    )
+
+
+class BudgetIn(_Request):
+    """Slots for this request only; the others keep their configured values."""
+
+    system_tokens: int | None = Field(None, ge=0)
+    running_brief: int | None = Field(None, ge=0)
+    recent_turns: int | None = Field(None, ge=0)
+    retrieved_context: int | None = Field(None, ge=0)
+    completion: int | None = Field(None, ge=0)
+    max_total: int | None = Field(None, ge=1)
+
+
+class BuildRequest(_Request):
+    query: str = Field(..., description="What the next model call is about; drives retrieval.")
+    system_prompt: str = Field(..., description="Sent first and unchanged.")
+    agent_id: str | None = None
+    session_id: str | None = None
+    user_id: str | None = None
+    running_brief: str = Field("", description="The conversation's rolling summary so far.")
+    recent_turns: list[TurnIn | str] = Field(
+        default_factory=list, description="Oldest first; a string is a user turn."
+    )
+    levels: list[str] | None = Field(None, description=f"Levels to retrieve from ({_LEVEL_DOC}).")
+    filters: dict[str, Any] | None = Field(None, description="As in /contexts/search.")
+    snippets: list[SnippetIn] = Field(
+        default_factory=list, description="Merged with the retrieved contexts."
+    )
+    budget: BudgetIn | None = None
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "query": "When do we ship?",
+                    "system_prompt": "You are the release assistant.",
+                    "agent_id": "release-bot",
+                    "running_brief": "Release 2.4 is in its final week.",
+                    "recent_turns": [
+                        {"role": "user", "content": "Did the load test pass?"},
+                        {"role": "assistant", "content": "Yes, on Thursday."},
+                        "So when do we ship?",
+                    ],
+                    "snippets": [{"text": "Freeze starts Wednesday.", "priority": "High"}],
+                }
+            ]
+        },
+    )
+
+
+class MessageOut(BaseModel):
+    role: str
+    content: str
+
+
+class SnippetOut(BaseModel):
+    id: str | None
+    text: str
+    token_count: int
+    priority: str
+    score: float
+    level: str | None
+    source: str = Field(..., description="retrieved | caller")
+    truncated: bool
+
+
+class AllocationOut(BaseModel):
+    system_tokens: int
+    running_brief: int
+    recent_turns: int
+    retrieved_context: int
+    completion: int
+    prompt_tokens: int = Field(..., description="All messages, chat format included.")
+    max_total: int
+    remaining: int
+    system_overflow: int = Field(
+        ..., description="Tokens of the system prompt beyond its slot, taken from the others."
+    )
+
+
+class ActionsOut(BaseModel):
+    summarized: bool
+    summarizer: str | None = Field(..., description="llm | extractive | null")
+    folded_turns: int
+    dropped_turns: int
+    dropped_snippets: int
+    truncated_snippets: int
+    brief_truncated: bool
+
+
+class BuildResponse(BaseModel):
+    messages: list[MessageOut] = Field(..., description="OpenAI chat format, ready to send.")
+    system_prompt: str
+    running_brief: str
+    recent_turns: list[MessageOut]
+    snippets: list[SnippetOut]
+    allocation: AllocationOut
+    actions: ActionsOut
 
 
 class ErrorBody(BaseModel):
