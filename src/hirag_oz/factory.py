@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hirag_oz.config import Settings, load_settings
+from hirag_oz.context.builder import Summarizer
 from hirag_oz.context.service import ContextBuilder
 from hirag_oz.embeddings.base import Embedder
 from hirag_oz.embeddings.cache import CachedEmbedder
@@ -14,7 +15,7 @@ from hirag_oz.memory.clock import Clock
 from hirag_oz.memory.manager import HiRAG
 from hirag_oz.resilience import CircuitBreaker
 from hirag_oz.store.base import VectorStore
-from hirag_oz.tokens import TokenCounterInfo, load_token_counter
+from hirag_oz.tokens import TokenCounter, TokenCounterInfo, load_token_counter
 
 if TYPE_CHECKING:
     from hirag_oz.observability.metrics import Metrics
@@ -57,6 +58,7 @@ class Components:
     def close(self) -> None:
         self.memory.stop_maintenance()
         self.memory.close()
+        self.context.close()
 
 
 def build_model(settings: Settings, breakers: list[CircuitBreaker]) -> Embedder:
@@ -87,6 +89,30 @@ def build_model(settings: Settings, breakers: list[CircuitBreaker]) -> Embedder:
     from hirag_oz.embeddings.local import LocalMiniLMEmbedder
 
     return LocalMiniLMEmbedder(batch_size=cfg.batch_size)
+
+
+def build_summarizer(
+    settings: Settings, counter: TokenCounter, breakers: list[CircuitBreaker]
+) -> Summarizer | None:
+    """The configured LLM summarizer (its breaker goes to `breakers`), or None for the
+    local extractive one alone."""
+    cfg = settings.summarizer
+    if not cfg.endpoint:
+        return None
+    from hirag_oz.context.llm import OpenAICompatibleSummarizer
+
+    breaker = CircuitBreaker("summarizer")
+    breakers.append(breaker)
+    return OpenAICompatibleSummarizer(
+        cfg.endpoint,
+        cfg.api_key.get_secret_value() if cfg.api_key else None,
+        cfg.model,
+        counter,
+        timeout_secs=cfg.timeout_secs,
+        max_retries=cfg.max_retries,
+        temperature=cfg.temperature,
+        breaker=breaker,
+    )
 
 
 def build_components(
@@ -126,7 +152,12 @@ def build_components(
         distance=settings.vector_db.distance,
         clock=clock,
     )
-    context = ContextBuilder(memory, tokens.counter, settings.token_budget)
+    context = ContextBuilder(
+        memory,
+        tokens.counter,
+        settings.token_budget,
+        build_summarizer(settings, tokens.counter, breakers),
+    )
     return Components(settings, memory, store, inner, cache, tokens, context, breakers)
 
 

@@ -45,6 +45,11 @@ class ContextBuilder:
         self.fallback = ExtractiveSummarizer(counter)
         self.summarizer: Summarizer = summarizer or self.fallback
 
+    def close(self) -> None:
+        close = getattr(self.summarizer, "close", None)
+        if close is not None:
+            close()
+
     def build(
         self,
         query: str,
