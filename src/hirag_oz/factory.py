@@ -152,12 +152,12 @@ def build_components(
         distance=settings.vector_db.distance,
         clock=clock,
     )
-    context = ContextBuilder(
-        memory,
-        tokens.counter,
-        settings.token_budget,
-        build_summarizer(settings, tokens.counter, breakers),
-    )
+    summarizer = build_summarizer(settings, tokens.counter, breakers)
+    if summarizer is not None and metrics is not None:
+        from hirag_oz.observability.metrics import MeteredSummarizer
+
+        summarizer = MeteredSummarizer(summarizer, metrics)
+    context = ContextBuilder(memory, tokens.counter, settings.token_budget, summarizer)
     return Components(settings, memory, store, inner, cache, tokens, context, breakers)
 
 

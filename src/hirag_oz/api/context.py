@@ -23,8 +23,10 @@ router = APIRouter(
 def build(body: BuildRequest, request: Request) -> dict[str, object]:
     """The messages to send to the model now: system prompt, running brief, retrieved
     context and recent turns, every slot within the token budget."""
-    with metrics(request).operation("build"):
-        built = components(request).context.build(
+    recorder = metrics(request)
+    builder = components(request).context
+    with recorder.operation("build"):
+        built = builder.build(
             body.query,
             system_prompt=body.system_prompt,
             agent_id=body.agent_id,
@@ -42,9 +44,8 @@ def build(body: BuildRequest, request: Request) -> dict[str, object]:
             ],
             budget=body.budget.model_dump(exclude_none=True) if body.budget else None,
         )
-    metrics(request).observe_budget(
-        "build", built.allocation.prompt_tokens, built.allocation.max_total
-    )
+    recorder.observe_build(built, builder.summarizer.name)
+    recorder.observe_budget("build", built.allocation.prompt_tokens, built.allocation.max_total)
     return {
         "messages": built.messages,
         "system_prompt": built.system_prompt,

@@ -24,6 +24,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from hirag_oz.context.builder import BuiltContext, Summarizer
 from hirag_oz.embeddings.base import Embedder
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -122,6 +123,44 @@ class Metrics:
             buckets=TOKEN_BUCKETS,
             registry=r,
         )
+        self.context_slot_tokens = Histogram(
+            "hirag_context_slot_tokens",
+            "Tokens used per slot of a built prompt (prompt: all messages, chat format included).",
+            ["slot"],
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.context_overflows = Counter(
+            "hirag_context_overflows_total",
+            "Builds where something did not fit its slot, by what was done.",
+            ["action"],
+            registry=r,
+        )
+        self.context_summaries = Counter(
+            "hirag_context_summaries_total",
+            "Running briefs summarized, by the summarizer that produced them and whether it "
+            "stood in for a failed one.",
+            ["summarizer", "fallback"],
+            registry=r,
+        )
+        self.summarizer_calls = Counter(
+            "hirag_summarizer_calls_total",
+            "Calls to a summarizer by summarizer and outcome.",
+            ["summarizer", "outcome"],
+            registry=r,
+        )
+        self.summarizer_latency = Histogram(
+            "hirag_summarizer_duration_seconds",
+            "Latency of one summarizer call (retries included).",
+            ["summarizer"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.context_dropped_snippets = Counter(
+            "hirag_context_dropped_snippets_total",
+            "Snippets left out of built prompts for lack of room.",
+            registry=r,
+        )
         self.rate_limited = Counter(
             "hirag_rate_limit_rejections_total", "Requests rejected with 429.", registry=r
         )
@@ -150,6 +189,34 @@ class Metrics:
         finally:
             self.operation_latency.labels(name).observe(time.perf_counter() - started)
         self.operations.labels(name, "ok").inc()
+
+    def observe_build(self, built: BuiltContext, primary_summarizer: str) -> None:
+        """Slot usage and overflow handling of one built prompt. A summary by another
+        summarizer than the primary one is a fallback."""
+        a, actions = built.allocation, built.actions
+        for slot, used in (
+            ("system", a.system_tokens),
+            ("running_brief", a.running_brief),
+            ("recent_turns", a.recent_turns),
+            ("retrieved_context", a.retrieved_context),
+            ("prompt", a.prompt_tokens),
+        ):
+            self.context_slot_tokens.labels(slot).observe(used)
+        for action, count in (
+            ("folded_turns", actions.folded_turns),
+            ("dropped_turns", actions.dropped_turns),
+            ("summarized", int(actions.summarized)),
+            ("brief_truncated", int(actions.brief_truncated)),
+            ("dropped_snippets", actions.dropped_snippets),
+            ("truncated_snippets", actions.truncated_snippets),
+            ("system_overflow", int(a.system_overflow > 0)),
+        ):
+            if count:
+                self.context_overflows.labels(action).inc()
+        if actions.summarizer is not None:
+            fallback = "true" if actions.summarizer != primary_summarizer else "false"
+            self.context_summaries.labels(actions.summarizer, fallback).inc()
+        self.context_dropped_snippets.inc(actions.dropped_snippets)
 
     def observe_budget(self, operation: str, used: int, limit: int) -> None:
         self.token_budget_used.labels(operation).observe(used)
@@ -211,3 +278,30 @@ class MeteredEmbedder:
         m.embedding_calls.labels("ok").inc()
         m.embedding_texts.inc(len(texts))
         return vectors
+
+
+class MeteredSummarizer:
+    """Counts and times every call to the wrapped summarizer."""
+
+    def __init__(self, inner: Summarizer, metrics: Metrics) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._metrics = metrics
+
+    def summarize(self, texts: Sequence[str], target_tokens: int, query: str = "") -> str:
+        m = self._metrics
+        started = time.perf_counter()
+        try:
+            summary = self.inner.summarize(texts, target_tokens, query)
+        except Exception:
+            m.summarizer_calls.labels(self.name, "error").inc()
+            raise
+        finally:
+            m.summarizer_latency.labels(self.name).observe(time.perf_counter() - started)
+        m.summarizer_calls.labels(self.name, "ok").inc()
+        return summary
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
