@@ -9,7 +9,7 @@ DATA_DIR ?= ./data
 HOST ?= 127.0.0.1
 PORT ?= 8081
 
-.PHONY: install install-dev test-services serve test lint typecheck bench bench-http bench-recall clean
+.PHONY: install install-dev test-services serve test lint typecheck bench bench-http bench-recall bench-build clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,9 @@ bench-http: install-dev
 	$(BIN)/python bench/http_load.py --clients 1,4,8
 
 # DATA: a folder of LoCoMo-format conversation files (JSON).
+bench-build: install-dev
+	$(BIN)/python bench/build_context.py
+
 bench-recall: install-dev
 	@test -n "$(DATA)" || { echo "usage: make bench-recall DATA=<folder of LoCoMo JSON files>"; exit 2; }
 	$(BIN)/python bench/conversation_recall.py $(DATA)
