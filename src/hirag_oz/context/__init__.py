@@ -13,12 +13,14 @@ from hirag_oz.context.builder import (
     plan,
 )
 from hirag_oz.context.extractive import ExtractiveSummarizer
+from hirag_oz.context.service import ContextBuilder
 
 __all__ = [
     "Actions",
     "Allocation",
     "BuiltContext",
     "ChosenSnippet",
+    "ContextBuilder",
     "ExtractiveSummarizer",
     "Priority",
     "Snippet",
