@@ -205,3 +205,16 @@ def test_edge_reopens_with_its_data(tmp_path: Path) -> None:
     ):
         third.ensure_collection(CollectionSpec("c", 384, "Cosine", INDEXES))
     third.close()
+
+
+def test_insert_only_keeps_what_is_there(store: VectorStore) -> None:
+    points = _fill(store)
+    first = points[0]
+    again = PointRecord(first.id, first.dense, first.sparse, {**first.payload, "text": "changed"})
+    store.upsert("c", [again], insert_only=True)
+    assert store.retrieve("c", [first.id])[0].payload["text"] == "red apples in the basket"
+    fresh = _point([0, 1, 1], "a new point", seq=9, agent_id="a")
+    store.upsert("c", [fresh], insert_only=True)
+    assert store.retrieve("c", [fresh.id])[0].payload["text"] == "a new point"
+    store.upsert("c", [again])
+    assert store.retrieve("c", [first.id])[0].payload["text"] == "changed"

@@ -147,7 +147,12 @@ class VectorStore(Protocol):
 
     def ensure_collection(self, spec: CollectionSpec) -> None: ...
 
-    def upsert(self, collection: str, points: Sequence[PointRecord]) -> None: ...
+    def upsert(
+        self, collection: str, points: Sequence[PointRecord], insert_only: bool = False
+    ) -> None:
+        """Write the points; with `insert_only`, a point whose id exists is left as it is
+        (atomically: of concurrent inserts of one id, exactly one is stored)."""
+        ...
 
     def retrieve(
         self, collection: str, ids: Sequence[str], with_vectors: bool = False

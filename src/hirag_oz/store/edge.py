@@ -126,7 +126,9 @@ class EdgeStore:
             raise ConfigurationError(f"collection '{collection}' was not opened") from None
 
     # --- writes ------------------------------------------------------------------------
-    def upsert(self, collection: str, points: Sequence[PointRecord]) -> None:
+    def upsert(
+        self, collection: str, points: Sequence[PointRecord], insert_only: bool = False
+    ) -> None:
         if not points:
             return
         entry = self._get(collection)
@@ -139,7 +141,8 @@ class EdgeStore:
             for p in points
         ]
         with entry.write_lock:
-            entry.shard.update(qe.UpdateOperation.upsert_points(edge_points))
+            mode = qe.UpdateMode.InsertOnly if insert_only else None
+            entry.shard.update(qe.UpdateOperation.upsert_points(edge_points, update_mode=mode))
             entry.unoptimized += len(points)
         self._maybe_optimize(entry)
 

@@ -106,7 +106,9 @@ class ServerStore:
                 wait=True,
             )
 
-    def upsert(self, collection: str, points: Sequence[PointRecord]) -> None:
+    def upsert(
+        self, collection: str, points: Sequence[PointRecord], insert_only: bool = False
+    ) -> None:
         if not points:
             return
         structs = [
@@ -120,7 +122,14 @@ class ServerStore:
             )
             for p in points
         ]
-        self._call("upsert", self.client.upsert, collection, points=structs, wait=True)
+        self._call(
+            "upsert",
+            self.client.upsert,
+            collection,
+            points=structs,
+            wait=True,
+            update_mode=qm.UpdateMode.INSERT_ONLY if insert_only else None,
+        )
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         if ids:

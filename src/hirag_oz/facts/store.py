@@ -1,0 +1,341 @@
+"""The facts store: idempotent inserts, filtered and semantic queries, validity over time."""
+
+from __future__ import annotations
+
+import math
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hirag_oz.config import FactsSettings
+from hirag_oz.embeddings.base import Embedder
+from hirag_oz.errors import NotFoundError, ValidationError
+from hirag_oz.facts.models import (
+    ANCHOR_FIELDS,
+    Anchor,
+    Fact,
+    Inserted,
+    NewFact,
+    fact_hash,
+    fact_id,
+    sentence,
+)
+from hirag_oz.memory.clock import Clock, SystemClock
+from hirag_oz.memory.ranking import similarity_from_score
+from hirag_oz.memory.validation import check_scope_id, check_text, check_timestamp
+from hirag_oz.store.base import (
+    CollectionSpec,
+    Condition,
+    Distance,
+    FieldType,
+    Filter,
+    PointRecord,
+    Range,
+    SparseVec,
+    StoredPoint,
+    VectorStore,
+)
+from hirag_oz.store.sparse import Bm25Encoder
+
+MAX_TERM_CHARS = 2000
+MAX_FIELD_CHARS = 512
+FACT_INDEXES: dict[str, FieldType] = {
+    "agent_id": "tenant",
+    "subject": "keyword",
+    "predicate": "keyword",
+    "object": "keyword",
+    "source_doc": "keyword",
+    "confidence": "float",
+    "observed_at": "float",
+    "valid_start": "float",
+    "valid_to": "float",
+}
+
+
+@dataclass(frozen=True)
+class FactQuery:
+    subject: str | None = None
+    predicate: str | None = None
+    object: str | None = None
+    source_doc: str | None = None
+    min_confidence: float | None = None
+    agent_id: str = "default"
+    valid_at: Any = None
+    text: str | None = None
+    limit: int = 20
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class FactPage:
+    facts: list[Fact]
+    total: int
+    scores: list[float] | None = None
+
+
+class FactStore:
+    """Facts in one collection, `<prefix>_facts`, on either store adapter."""
+
+    def __init__(
+        self,
+        backend: VectorStore,
+        embedder: Embedder,
+        settings: FactsSettings,
+        *,
+        collection_prefix: str = "contexts",
+        distance: Distance = "Cosine",
+        clock: Clock | None = None,
+    ) -> None:
+        self.backend = backend
+        self.embedder = embedder
+        self.settings = settings
+        self.distance = distance
+        self.clock = clock or SystemClock()
+        self.sparse = Bm25Encoder()
+        self.collection = f"{collection_prefix}_facts"
+        backend.ensure_collection(
+            CollectionSpec(self.collection, embedder.dimension, distance, FACT_INDEXES)
+        )
+        # Closing the current facts of a functional predicate reads, then writes.
+        self._closing = threading.Lock()
+
+    # ----------------------------------------------------------------------------- insert
+    def insert(self, new: NewFact) -> Inserted:
+        return self.insert_many([new])[0]
+
+    def insert_many(self, items: Sequence[NewFact]) -> list[Inserted]:
+        """Each fact once per agent: a fact already stored (same hash) is not written again,
+        and of concurrent inserts of one fact exactly one is stored; all get its id."""
+        checked = [self._check(item, f"facts[{i}]") for i, item in enumerate(items)]
+        # One record per id: a fact repeated within the batch is a duplicate of its first.
+        first = {point_id: payload for point_id, payload in reversed(checked)}
+        texts = [sentence(p["subject"], p["predicate"], p["object"]) for p in first.values()]
+        vectors = self.embedder.embed(texts) if texts else []
+        tokens = {point_id: uuid.uuid4().hex for point_id in first}
+        records = [
+            PointRecord(
+                point_id,
+                vector,
+                self.sparse.document(text),
+                {**payload, "insert_token": tokens[point_id]},
+            )
+            for (point_id, payload), vector, text in zip(first.items(), vectors, texts, strict=True)
+        ]
+        self.backend.upsert(self.collection, records, insert_only=True)
+        stored = {p.id: p for p in self.backend.retrieve(self.collection, list(tokens))}
+        results = []
+        seen: set[str] = set()
+        for (point_id, payload), item in zip(checked, items, strict=True):
+            winner = stored.get(point_id)
+            duplicate = (
+                point_id in seen
+                or winner is None
+                or winner.payload.get("insert_token") != tokens[point_id]
+            )
+            seen.add(point_id)
+            closed: tuple[str, ...] = ()
+            if not duplicate and (item.exclusive or payload["predicate"] in self._functional):
+                closed = self._close_others(point_id, payload)
+            results.append(Inserted(point_id, payload["hash"], duplicate, closed))
+        return results
+
+    @property
+    def _functional(self) -> set[str]:
+        return set(self.settings.functional_predicates)
+
+    def _check(self, item: NewFact, where: str) -> tuple[str, dict[str, Any]]:
+        subject = check_text(item.subject, f"{where}.subject", MAX_TERM_CHARS).strip()
+        predicate = check_text(item.predicate, f"{where}.predicate", MAX_TERM_CHARS).strip()
+        obj = check_text(item.object, f"{where}.object", MAX_TERM_CHARS).strip()
+        confidence = item.confidence
+        if isinstance(confidence, bool) or not isinstance(confidence, int | float):
+            raise ValidationError(f"{where}.confidence must be a number", {"field": "confidence"})
+        if not (math.isfinite(confidence) and 0.0 <= confidence <= 1.0):
+            raise ValidationError(
+                f"{where}.confidence must be between 0 and 1", {"field": "confidence"}
+            )
+        threshold = self.settings.confidence_threshold
+        if confidence < threshold:
+            raise ValidationError(
+                f"confidence {confidence} is below the threshold {threshold}",
+                {"field": "confidence", "confidence": confidence, "threshold": threshold},
+            )
+        agent = check_scope_id(item.agent_id or "default", f"{where}.agent_id", required=True)
+        assert agent is not None
+        for name in ("datatype", "source_doc"):
+            value = getattr(item, name)
+            if value is not None:
+                check_text(value, f"{where}.{name}", MAX_FIELD_CHARS)
+        anchor = item.source_anchor
+        for name in ANCHOR_FIELDS:
+            value = getattr(anchor, name)
+            if isinstance(value, str):
+                check_text(value, f"{where}.source_anchor.{name}", MAX_FIELD_CHARS)
+        observed = check_timestamp(item.observed_at, f"{where}.observed_at")
+        observed = self.clock.now() if observed is None else observed
+        valid_from = check_timestamp(item.valid_from, f"{where}.valid_from")
+        valid_to = check_timestamp(item.valid_to, f"{where}.valid_to")
+        start = observed if valid_from is None else valid_from
+        if valid_to is not None and valid_to <= start:
+            raise ValidationError(
+                f"{where}.valid_to must be after valid_from", {"field": "valid_to"}
+            )
+        digest = fact_hash(subject, predicate, obj, anchor)
+        payload = {
+            "subject": subject,
+            "predicate": predicate,
+            "object": obj,
+            "datatype": item.datatype,
+            "confidence": float(confidence),
+            "agent_id": agent,
+            "source_doc": item.source_doc,
+            "source_anchor": anchor.as_dict(),
+            "observed_at": observed,
+            "valid_from": valid_from,
+            "valid_to": valid_to,
+            "valid_start": start,
+            "hash": digest,
+        }
+        return fact_id(agent, digest), payload
+
+    def _close_others(self, point_id: str, payload: dict[str, Any]) -> tuple[str, ...]:
+        """End the validity of the agent's facts with this subject and predicate and another
+        object that are still valid when the new one starts."""
+        start = payload["valid_start"]
+        current = Filter(
+            must=(
+                Condition("agent_id", match=payload["agent_id"]),
+                Condition("subject", match=payload["subject"]),
+                Condition("predicate", match=payload["predicate"]),
+                Condition("valid_start", range=Range(lt=start)),
+                _open_at(start),
+            ),
+            must_not=(Condition("object", match=payload["object"]),),
+        )
+        with self._closing:
+            closed = [p.id for p in self.backend.scroll(self.collection, current, 10_000)]
+            if closed:
+                self.backend.set_payload(self.collection, closed, {"valid_to": start})
+        return tuple(closed)
+
+    # ------------------------------------------------------------------------------- read
+    def get(self, fact_id: str, agent_id: str | None = None) -> Fact:
+        found = self._find(fact_id, agent_id)
+        if found is None:
+            raise NotFoundError(f"fact {fact_id} not found", {"id": fact_id})
+        return found
+
+    def delete(self, fact_id: str, agent_id: str | None = None) -> None:
+        if self._find(fact_id, agent_id) is None:
+            raise NotFoundError(f"fact {fact_id} not found", {"id": fact_id})
+        self.backend.delete(self.collection, [fact_id])
+
+    def _find(self, point_id: str, agent_id: str | None) -> Fact | None:
+        try:
+            uuid.UUID(str(point_id))
+        except ValueError:
+            raise ValidationError("id must be a UUID", {"field": "id"}) from None
+        points = self.backend.retrieve(self.collection, [point_id])
+        if not points or (agent_id is not None and points[0].payload.get("agent_id") != agent_id):
+            return None
+        return _fact(points[0])
+
+    def query(self, q: FactQuery) -> FactPage:
+        """Matching facts and how many match in all. With `text`, ordered by similarity of
+        the triple's sentence to it; otherwise by observed_at, then id."""
+        if not 1 <= q.limit <= self.settings.max_facts_per_query:
+            raise ValidationError(
+                f"limit must be 1 to {self.settings.max_facts_per_query}",
+                {"field": "limit", "max": self.settings.max_facts_per_query},
+            )
+        if q.offset < 0:
+            raise ValidationError("offset must be 0 or more", {"field": "offset"})
+        flt = self._filter(q)
+        total = self.backend.count(self.collection, flt)
+        if q.text is not None:
+            text = check_text(q.text, "text", MAX_TERM_CHARS)
+            dense, _ = self.backend.hybrid_search(
+                self.collection,
+                self.embedder.embed([text])[0],
+                SparseVec([], []),
+                q.offset + q.limit,
+                flt,
+            )
+            scored = [(h, similarity_from_score(self.distance, h.score)) for h in dense]
+            scored.sort(key=lambda pair: (-pair[1], pair[0].id))
+            page = scored[q.offset : q.offset + q.limit]
+            facts = [_fact(StoredPoint(h.id, h.payload)) for h, _ in page]
+            return FactPage(facts, total, [round(score, 6) for _, score in page])
+        return FactPage(self._by_time(flt, q.offset, q.limit), total)
+
+    def _by_time(self, flt: Filter, offset: int, limit: int) -> list[Fact]:
+        """A page in (observed_at, id) order. Ordering by observed_at returns the first n
+        points; only those at its last value may have peers left out, so that value's
+        points are read again in id order."""
+        wanted = offset + limit
+        window = self.backend.scroll(self.collection, flt, wanted, order_by="observed_at")
+        if not window:
+            return []
+        last = window[-1].payload["observed_at"]
+        before = sorted(
+            (p for p in window if p.payload["observed_at"] < last),
+            key=lambda p: (p.payload["observed_at"], p.id),
+        )
+        at_last = self.backend.scroll(
+            self.collection,
+            flt & Filter(must=(Condition("observed_at", range=Range(gte=last, lte=last)),)),
+            wanted - len(before),
+        )
+        ordered = before + sorted(at_last, key=lambda p: p.id)
+        return [_fact(p) for p in ordered[offset : offset + limit]]
+
+    def _filter(self, q: FactQuery) -> Filter:
+        agent = check_scope_id(q.agent_id or "default", "agent_id", required=True)
+        must: list[Condition | Filter] = [Condition("agent_id", match=agent)]
+        for name in ("subject", "predicate", "object", "source_doc"):
+            value = getattr(q, name)
+            if value is not None:
+                must.append(Condition(name, match=check_text(value, name, MAX_TERM_CHARS).strip()))
+        if q.min_confidence is not None:
+            must.append(Condition("confidence", range=Range(gte=float(q.min_confidence))))
+        at = check_timestamp(q.valid_at, "valid_at")
+        if at is not None:
+            must.append(Condition("valid_start", range=Range(lte=at)))
+            must.append(_open_at(at))
+        return Filter(must=tuple(must))
+
+    def count(self, agent_id: str | None = None) -> int:
+        flt = Filter(must=(Condition("agent_id", match=agent_id),)) if agent_id else None
+        return self.backend.count(self.collection, flt)
+
+
+def _open_at(moment: float) -> Filter:
+    """Still valid at `moment`: no end, or an end after it."""
+    return Filter(
+        should=(
+            Condition("valid_to", is_null=True),
+            Condition("valid_to", range=Range(gt=moment)),
+        )
+    )
+
+
+def _fact(point: StoredPoint) -> Fact:
+    p = point.payload
+    anchor = p.get("source_anchor") or {}
+    return Fact(
+        id=point.id,
+        hash=p["hash"],
+        subject=p["subject"],
+        predicate=p["predicate"],
+        object=p["object"],
+        confidence=float(p["confidence"]),
+        agent_id=p["agent_id"],
+        datatype=p.get("datatype"),
+        source_doc=p.get("source_doc"),
+        source_anchor=Anchor(**{k: anchor.get(k) for k in ANCHOR_FIELDS}),
+        observed_at=float(p["observed_at"]),
+        valid_from=p.get("valid_from"),
+        valid_to=p.get("valid_to"),
+    )
