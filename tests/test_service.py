@@ -76,6 +76,7 @@ def _protected_routes(url: str) -> list[tuple[str, str]]:
     for template, operations in httpx.get(f"{url}/openapi.json").json()["paths"].items():
         if template.startswith("/api/"):
             path = template.replace("{context_id}", str(uuid.uuid4()))
+            path = path.replace("{fact_id}", str(uuid.uuid4()))
             routes.extend((method.upper(), path) for method in operations)
     return routes
 
@@ -95,7 +96,7 @@ def _metrics(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
 def test_every_protected_route_needs_a_valid_key(serve: Serve) -> None:
     server = serve()
     routes = _protected_routes(server.url)
-    assert len(routes) == 9  # the contexts routes and /api/v1/context/build
+    assert len(routes) == 13  # contexts (8), context/build (1), facts (4)
     for method, path in routes:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"}):
             r = httpx.request(method, server.url + path, headers=headers, json={})

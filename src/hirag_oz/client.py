@@ -32,6 +32,12 @@ from hirag_oz.api.schemas import (
     ClearRequest,
     ContextOut,
     DeletedResponse,
+    FactIn,
+    FactInserted,
+    FactOut,
+    FactQueryIn,
+    FactQueryRequest,
+    FactQueryResponse,
     PatchContextRequest,
     SearchRequest,
     SearchResponse,
@@ -133,6 +139,24 @@ class _Calls:
     @staticmethod
     def build_context(request: BuildRequest) -> _Call[BuildResponse]:
         return _Call("POST", "/api/v1/context/build", _model(BuildResponse), _body(request))
+
+    @staticmethod
+    def add_fact(fact: FactIn) -> _Call[FactInserted]:
+        return _Call("POST", "/api/v1/facts", _model(FactInserted), _body(fact))
+
+    @staticmethod
+    def query_facts(query: FactQueryIn) -> _Call[FactQueryResponse]:
+        body = _body(FactQueryRequest(query=query))
+        return _Call("POST", "/api/v1/facts/query", _model(FactQueryResponse), body)
+
+    @staticmethod
+    def get_fact(fact_id: str, agent_id: str | None) -> _Call[FactOut]:
+        return _Call("GET", f"/api/v1/facts/{fact_id}", _model(FactOut), params=_agent(agent_id))
+
+    @staticmethod
+    def delete_fact(fact_id: str, agent_id: str | None) -> _Call[DeletedResponse]:
+        path = f"/api/v1/facts/{fact_id}"
+        return _Call("DELETE", path, _model(DeletedResponse), params=_agent(agent_id))
 
     @staticmethod
     def get(context_id: str, agent_id: str | None) -> _Call[ContextOut]:
@@ -278,6 +302,19 @@ class Client:
         """The messages to send to the model now, within the token budget."""
         return self._send(_Calls.build_context(request))
 
+    def add_fact(self, fact: FactIn) -> FactInserted:
+        """Store a fact once; `duplicate` says it was already stored."""
+        return self._send(_Calls.add_fact(fact))
+
+    def query_facts(self, query: FactQueryIn) -> FactQueryResponse:
+        return self._send(_Calls.query_facts(query))
+
+    def get_fact(self, fact_id: str, *, agent_id: str | None = None) -> FactOut:
+        return self._send(_Calls.get_fact(fact_id, agent_id))
+
+    def delete_fact(self, fact_id: str, *, agent_id: str | None = None) -> DeletedResponse:
+        return self._send(_Calls.delete_fact(fact_id, agent_id))
+
     def get(self, context_id: str, *, agent_id: str | None = None) -> ContextOut:
         return self._send(_Calls.get(context_id, agent_id))
 
@@ -380,6 +417,19 @@ class AsyncClient:
     async def build_context(self, request: BuildRequest) -> BuildResponse:
         """The messages to send to the model now, within the token budget."""
         return await self._send(_Calls.build_context(request))
+
+    async def add_fact(self, fact: FactIn) -> FactInserted:
+        """Store a fact once; `duplicate` says it was already stored."""
+        return await self._send(_Calls.add_fact(fact))
+
+    async def query_facts(self, query: FactQueryIn) -> FactQueryResponse:
+        return await self._send(_Calls.query_facts(query))
+
+    async def get_fact(self, fact_id: str, *, agent_id: str | None = None) -> FactOut:
+        return await self._send(_Calls.get_fact(fact_id, agent_id))
+
+    async def delete_fact(self, fact_id: str, *, agent_id: str | None = None) -> DeletedResponse:
+        return await self._send(_Calls.delete_fact(fact_id, agent_id))
 
     async def get(self, context_id: str, *, agent_id: str | None = None) -> ContextOut:
         return await self._send(_Calls.get(context_id, agent_id))

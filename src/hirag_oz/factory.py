@@ -11,6 +11,7 @@ from hirag_oz.context.builder import Summarizer
 from hirag_oz.context.service import ContextBuilder
 from hirag_oz.embeddings.base import Embedder
 from hirag_oz.embeddings.cache import CachedEmbedder
+from hirag_oz.facts.store import FactStore
 from hirag_oz.memory.clock import Clock
 from hirag_oz.memory.manager import HiRAG
 from hirag_oz.resilience import CircuitBreaker
@@ -53,6 +54,7 @@ class Components:
     cache: CachedEmbedder | None
     tokens: TokenCounterInfo
     context: ContextBuilder
+    facts: FactStore
     breakers: list[CircuitBreaker] = field(default_factory=list)
 
     def close(self) -> None:
@@ -158,7 +160,15 @@ def build_components(
 
         summarizer = MeteredSummarizer(summarizer, metrics)
     context = ContextBuilder(memory, tokens.counter, settings.token_budget, summarizer)
-    return Components(settings, memory, store, inner, cache, tokens, context, breakers)
+    facts = FactStore(
+        store,
+        cache or inner,
+        settings.facts,
+        collection_prefix=settings.vector_db.collection_prefix,
+        distance=settings.vector_db.distance,
+        clock=clock,
+    )
+    return Components(settings, memory, store, inner, cache, tokens, context, facts, breakers)
 
 
 def build_memory(

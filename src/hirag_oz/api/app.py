@@ -15,6 +15,7 @@ from hirag_oz import __version__
 from hirag_oz.api.context import router as context_router
 from hirag_oz.api.contexts import router as contexts_router
 from hirag_oz.api.errors import install_error_handlers
+from hirag_oz.api.facts import router as facts_router
 from hirag_oz.api.middleware import (
     AuthMiddleware,
     BodyLimitMiddleware,
@@ -82,6 +83,7 @@ def create_app(
     app.include_router(operations_router)
     app.include_router(contexts_router)
     app.include_router(context_router)
+    app.include_router(facts_router)
 
     # Starlette puts the last added middleware outermost.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_size_mb * 1024**2)

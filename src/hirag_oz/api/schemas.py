@@ -228,6 +228,89 @@ class BuildResponse(BaseModel):
     actions: ActionsOut
 
 
+class AnchorIn(_Request):
+    doc_id: str | None = None
+    page: int | None = Field(None, ge=0)
+    region_id: str | None = None
+    vt_ref: str | None = None
+    path_line: str | None = None
+
+
+class FactIn(_Request):
+    subject: str = Field(..., examples=["billing service"])
+    predicate: str = Field(..., examples=["owned_by"])
+    object: str = Field(..., examples=["payments team"])
+    confidence: float = Field(
+        ..., ge=0, le=1, description="Below [facts] confidence_threshold: 422."
+    )
+    datatype: str | None = None
+    source_doc: str | None = None
+    source_anchor: AnchorIn | None = None
+    observed_at: datetime | float | None = Field(None, description="Default now.")
+    valid_from: datetime | float | None = Field(None, description="Default observed_at.")
+    valid_to: datetime | float | None = None
+    agent_id: str | None = None
+    exclusive: bool = Field(
+        False,
+        description="End the validity of this subject's current facts with this predicate and "
+        "another object (as for a configured functional predicate).",
+    )
+
+
+class FactInserted(BaseModel):
+    fact_id: str
+    hash: str
+    duplicate: bool
+    closed: list[str] = Field(..., description="Facts whose validity this insert ended.")
+
+
+class FactQueryIn(_Request):
+    subject: str | None = None
+    predicate: str | None = None
+    object: str | None = None
+    source_doc: str | None = None
+    min_confidence: float | None = Field(None, ge=0, le=1)
+    agent_id: str | None = None
+    valid_at: datetime | float | None = Field(None, description="What was true then.")
+    text: str | None = Field(None, description="Rank by meaning; combines with the filters.")
+    limit: int = Field(20, ge=1)
+    offset: int = Field(0, ge=0)
+
+
+class FactQueryRequest(_Request):
+    query: FactQueryIn
+
+
+class AnchorOut(BaseModel):
+    doc_id: str | None
+    page: int | None
+    region_id: str | None
+    vt_ref: str | None
+    path_line: str | None
+
+
+class FactOut(BaseModel):
+    id: str
+    hash: str
+    subject: str
+    predicate: str
+    object: str
+    confidence: float
+    agent_id: str
+    datatype: str | None
+    source_doc: str | None
+    source_anchor: AnchorOut
+    observed_at: str
+    valid_from: str | None
+    valid_to: str | None
+    score: float | None = Field(None, description="Similarity to `text`, when given.")
+
+
+class FactQueryResponse(BaseModel):
+    facts: list[FactOut]
+    total: int = Field(..., description="All facts that match, not only this page.")
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str

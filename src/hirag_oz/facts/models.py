@@ -6,6 +6,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 # Fact ids are UUIDv5 in this namespace: the same fact of the same agent always gets one id.
@@ -37,9 +38,10 @@ class NewFact:
     datatype: str | None = None
     source_doc: str | None = None
     source_anchor: Anchor = field(default_factory=Anchor)
-    observed_at: float | None = None
-    valid_from: float | None = None
-    valid_to: float | None = None
+    # Epoch seconds or datetimes (ISO 8601 strings too).
+    observed_at: float | datetime | str | None = None
+    valid_from: float | datetime | str | None = None
+    valid_to: float | datetime | str | None = None
     # Closes the agent's current facts with this subject and predicate and another object.
     exclusive: bool = False
 

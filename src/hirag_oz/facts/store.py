@@ -48,9 +48,11 @@ FACT_INDEXES: dict[str, FieldType] = {
     "object": "keyword",
     "source_doc": "keyword",
     "confidence": "float",
-    "observed_at": "float",
-    "valid_start": "float",
-    "valid_to": "float",
+    # Times for filtering and ordering, in integer microseconds: exact, where the store's
+    # float ranges miss some values at their own bounds.
+    "observed_us": "integer",
+    "valid_start_us": "integer",
+    "valid_to_us": "integer",
 }
 
 
@@ -195,7 +197,9 @@ class FactStore:
             "observed_at": observed,
             "valid_from": valid_from,
             "valid_to": valid_to,
-            "valid_start": start,
+            "observed_us": _us(observed),
+            "valid_start_us": _us(start),
+            "valid_to_us": None if valid_to is None else _us(valid_to),
             "hash": digest,
         }
         return fact_id(agent, digest), payload
@@ -203,13 +207,13 @@ class FactStore:
     def _close_others(self, point_id: str, payload: dict[str, Any]) -> tuple[str, ...]:
         """End the validity of the agent's facts with this subject and predicate and another
         object that are still valid when the new one starts."""
-        start = payload["valid_start"]
+        start = payload["valid_start_us"]
         current = Filter(
             must=(
                 Condition("agent_id", match=payload["agent_id"]),
                 Condition("subject", match=payload["subject"]),
                 Condition("predicate", match=payload["predicate"]),
-                Condition("valid_start", range=Range(lt=start)),
+                Condition("valid_start_us", range=Range(lt=start)),
                 _open_at(start),
             ),
             must_not=(Condition("object", match=payload["object"]),),
@@ -217,7 +221,8 @@ class FactStore:
         with self._closing:
             closed = [p.id for p in self.backend.scroll(self.collection, current, 10_000)]
             if closed:
-                self.backend.set_payload(self.collection, closed, {"valid_to": start})
+                end = {"valid_to": start / 1e6, "valid_to_us": start}
+                self.backend.set_payload(self.collection, closed, end)
         return tuple(closed)
 
     # ------------------------------------------------------------------------------- read
@@ -275,17 +280,17 @@ class FactStore:
         points; only those at its last value may have peers left out, so that value's
         points are read again in id order."""
         wanted = offset + limit
-        window = self.backend.scroll(self.collection, flt, wanted, order_by="observed_at")
+        window = self.backend.scroll(self.collection, flt, wanted, order_by="observed_us")
         if not window:
             return []
-        last = window[-1].payload["observed_at"]
+        last = window[-1].payload["observed_us"]
         before = sorted(
-            (p for p in window if p.payload["observed_at"] < last),
-            key=lambda p: (p.payload["observed_at"], p.id),
+            (p for p in window if p.payload["observed_us"] < last),
+            key=lambda p: (p.payload["observed_us"], p.id),
         )
         at_last = self.backend.scroll(
             self.collection,
-            flt & Filter(must=(Condition("observed_at", range=Range(gte=last, lte=last)),)),
+            flt & Filter(must=(Condition("observed_us", range=Range(gte=last, lte=last)),)),
             wanted - len(before),
         )
         ordered = before + sorted(at_last, key=lambda p: p.id)
@@ -302,8 +307,8 @@ class FactStore:
             must.append(Condition("confidence", range=Range(gte=float(q.min_confidence))))
         at = check_timestamp(q.valid_at, "valid_at")
         if at is not None:
-            must.append(Condition("valid_start", range=Range(lte=at)))
-            must.append(_open_at(at))
+            must.append(Condition("valid_start_us", range=Range(lte=_us(at))))
+            must.append(_open_at(_us(at)))
         return Filter(must=tuple(must))
 
     def count(self, agent_id: str | None = None) -> int:
@@ -311,12 +316,16 @@ class FactStore:
         return self.backend.count(self.collection, flt)
 
 
-def _open_at(moment: float) -> Filter:
-    """Still valid at `moment`: no end, or an end after it."""
+def _us(epoch: float) -> int:
+    return round(epoch * 1_000_000)
+
+
+def _open_at(moment_us: int) -> Filter:
+    """Still valid at `moment_us`: no end, or an end after it."""
     return Filter(
         should=(
-            Condition("valid_to", is_null=True),
-            Condition("valid_to", range=Range(gt=moment)),
+            Condition("valid_to_us", is_null=True),
+            Condition("valid_to_us", range=Range(gt=moment_us)),
         )
     )
 

@@ -161,6 +161,12 @@ class Metrics:
             "Snippets left out of built prompts for lack of room.",
             registry=r,
         )
+        self.fact_inserts = Counter(
+            "hirag_fact_inserts_total",
+            "Fact inserts by outcome: new, duplicate, rejected.",
+            ["outcome"],
+            registry=r,
+        )
         self.rate_limited = Counter(
             "hirag_rate_limit_rejections_total", "Requests rejected with 429.", registry=r
         )
