@@ -234,3 +234,20 @@ def test_invalid_config_stops_start_up_with_the_key(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "hirag.l1_size" in result.stderr
+
+
+def test_facts_add_and_query(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path / "d")]
+    runner = CliRunner()
+    add = ["facts", "add", "billing", "owned_by", "payments team", "--confidence", "0.9", *data]
+    first = runner.invoke(cli, [*add, "--source-doc", "org.pdf", "--page", "2"])
+    again = runner.invoke(cli, [*add, "--source-doc", "org.pdf", "--page", "2"])
+    assert first.exit_code == 0 and first.output.split()[1] == "new", first.output
+    assert again.output.split() == [first.output.split()[0], "duplicate"]
+    low = runner.invoke(cli, ["facts", "add", "a", "b", "c", "--confidence", "0.1", *data])
+    assert low.exit_code != 0 and "threshold 0.8" in str(low.exception or low.output)
+    shown = runner.invoke(cli, ["facts", "query", "--predicate", "owned_by", "--json", *data])
+    body = json.loads(shown.output)
+    assert body["total"] == 1 and body["facts"][0]["source_anchor"]["page"] == 2
+    listed = runner.invoke(cli, ["facts", "query", "--text", "who owns invoicing?", *data])
+    assert "billing | owned_by | payments team" in listed.output and "1 of 1 facts" in listed.output

@@ -8,13 +8,16 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from hirag_oz.config import Settings, load_settings
 from hirag_oz.errors import ConfigurationError, HiragError
 from hirag_oz.memory.models import NewContext
+
+if TYPE_CHECKING:
+    from hirag_oz.factory import Components
 
 
 def _settings(ctx: click.Context, **server: Any) -> Settings:
@@ -250,6 +253,140 @@ def stats(ctx: click.Context, data_dir: Path | None) -> None:
         click.echo(json.dumps(memory.stats(), indent=2))
     finally:
         memory.close()
+
+
+@cli.group()
+def facts() -> None:
+    """Add and query provenance-tracked facts."""
+
+
+def _fact_store(ctx: click.Context, data_dir: Path | None) -> Components:
+    from hirag_oz.factory import build_components
+
+    return build_components(_settings(ctx, data_dir=data_dir))
+
+
+@facts.command("add")
+@click.argument("subject")
+@click.argument("predicate")
+@click.argument("obj", metavar="OBJECT")
+@_data_dir_option
+@click.option("--confidence", type=float, required=True)
+@click.option("--agent-id", default="default", show_default=True)
+@click.option("--source-doc", default=None)
+@click.option("--page", type=int, default=None, help="Anchor: page of the source.")
+@click.option("--datatype", default=None)
+@click.option("--valid-from", default=None, help="ISO 8601 or epoch seconds.")
+@click.option("--exclusive", is_flag=True, help="End this subject's other current objects.")
+@click.pass_context
+def facts_add(
+    ctx: click.Context,
+    subject: str,
+    predicate: str,
+    obj: str,
+    data_dir: Path | None,
+    confidence: float,
+    agent_id: str,
+    source_doc: str | None,
+    page: int | None,
+    datatype: str | None,
+    valid_from: str | None,
+    exclusive: bool,
+) -> None:
+    """Store the fact SUBJECT PREDICATE OBJECT once; prints its id and whether it was new."""
+    from hirag_oz.facts import Anchor, NewFact
+
+    parts = _fact_store(ctx, data_dir)
+    try:
+        done = parts.facts.insert(
+            NewFact(
+                subject,
+                predicate,
+                obj,
+                confidence,
+                agent_id=agent_id,
+                datatype=datatype,
+                source_doc=source_doc,
+                source_anchor=Anchor(doc_id=source_doc, page=page) if source_doc else Anchor(),
+                valid_from=_epoch_or_text(valid_from),
+                exclusive=exclusive,
+            )
+        )
+    finally:
+        parts.close()
+    state = "duplicate" if done.duplicate else "new"
+    click.echo(f"{done.fact_id}  {state}" + (f"  closed {len(done.closed)}" if done.closed else ""))
+
+
+@facts.command("query")
+@_data_dir_option
+@click.option("--subject", default=None)
+@click.option("--predicate", default=None)
+@click.option("--object", "obj", default=None)
+@click.option("--source-doc", default=None)
+@click.option("--min-confidence", type=float, default=None)
+@click.option("--agent-id", default="default", show_default=True)
+@click.option("--valid-at", default=None, help="ISO 8601 or epoch seconds.")
+@click.option("--text", default=None, help="Rank by meaning.")
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--offset", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
+@click.pass_context
+def facts_query(
+    ctx: click.Context,
+    data_dir: Path | None,
+    subject: str | None,
+    predicate: str | None,
+    obj: str | None,
+    source_doc: str | None,
+    min_confidence: float | None,
+    agent_id: str,
+    valid_at: str | None,
+    text: str | None,
+    limit: int,
+    offset: int,
+    as_json: bool,
+) -> None:
+    """Facts matching every given filter."""
+    import dataclasses
+
+    from hirag_oz.facts import FactQuery
+
+    parts = _fact_store(ctx, data_dir)
+    try:
+        page = parts.facts.query(
+            FactQuery(
+                subject=subject,
+                predicate=predicate,
+                object=obj,
+                source_doc=source_doc,
+                min_confidence=min_confidence,
+                agent_id=agent_id,
+                valid_at=_epoch_or_text(valid_at),
+                text=text,
+                limit=limit,
+                offset=offset,
+            )
+        )
+    finally:
+        parts.close()
+    if as_json:
+        rows = [dataclasses.asdict(f) for f in page.facts]
+        click.echo(json.dumps({"facts": rows, "total": page.total}, indent=2, ensure_ascii=False))
+        return
+    for f in page.facts:
+        click.echo(f"{f.confidence:.2f}  {f.subject} | {f.predicate} | {f.object}  {f.id}")
+    click.echo(f"{len(page.facts)} of {page.total} facts")
+
+
+def _epoch_or_text(value: str | None) -> float | str | None:
+    """Epoch seconds as a number, anything else (ISO 8601) for the store to check."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
 def main() -> None:
