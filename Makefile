@@ -9,7 +9,7 @@ DATA_DIR ?= ./data
 HOST ?= 127.0.0.1
 PORT ?= 8081
 
-.PHONY: install install-dev test-services serve test lint typecheck bench bench-http bench-recall bench-build clean
+.PHONY: install install-dev test-services serve test lint typecheck bench bench-http bench-recall bench-build bench-facts clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,9 @@ bench-http: install-dev
 # DATA: a folder of LoCoMo-format conversation files (JSON).
 bench-build: install-dev
 	$(BIN)/python bench/build_context.py
+
+bench-facts: install-dev
+	$(BIN)/python bench/facts.py
 
 bench-recall: install-dev
 	@test -n "$(DATA)" || { echo "usage: make bench-recall DATA=<folder of LoCoMo JSON files>"; exit 2; }

@@ -187,3 +187,27 @@ def test_pages_over_distinct_real_times_miss_nothing(make_facts: MakeFacts) -> N
     facts.insert_many([_fact(f"t{i}", observed_at=base + i * 0.001337) for i in range(30)])
     pages = [facts.query(FactQuery(limit=4, offset=o)).facts for o in range(0, 32, 4)]
     assert [f.subject for page in pages for f in page] == [f"t{i}" for i in range(30)]
+
+
+def test_the_server_adapter_holds_facts_the_same_way(
+    embedder: CachedEmbedder, clock: FakeClock
+) -> None:
+    from hirag_oz.store.server import ServerStore
+
+    backend = ServerStore.connect(":memory:")
+    try:
+        facts = FactStore(
+            backend, embedder, FactsSettings(functional_predicates=["lives_in"]), clock=clock
+        )
+        first, again = facts.insert(_fact()), facts.insert(_fact())
+        assert first.fact_id == again.fact_id and again.duplicate and not first.duplicate
+        facts.insert(_fact("ana", predicate="lives_in", obj="Lisbon", valid_from=100.0))
+        facts.insert(_fact("ana", predicate="lives_in", obj="Porto", valid_from=200.0))
+        then = facts.query(FactQuery(subject="ana", valid_at=150.0)).facts
+        assert [f.object for f in then] == ["Lisbon"]
+        facts.insert_many([_fact(f"s{i}", observed_at=1_764_000_000.0) for i in range(9)])
+        pages = [facts.query(FactQuery(limit=4, offset=o)).facts for o in (0, 4, 8, 12)]
+        ids = [f.id for page in pages for f in page]
+        assert len(ids) == len(set(ids)) == facts.count() == 12
+    finally:
+        backend.close()
