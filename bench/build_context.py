@@ -29,35 +29,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.table import Table
 
 from hirag_oz import NewContext
 from hirag_oz.config import Settings
 from hirag_oz.context import Priority, Snippet, Turn
 from hirag_oz.factory import build_components
-from store_search import console, machine_info, make_queries, make_texts, percentiles, write_report
+from store_search import (
+    SyntheticVectors,
+    console,
+    machine_info,
+    make_queries,
+    make_texts,
+    percentiles,
+    write_report,
+)
 
 TARGET_P95_MS = 60.0
 AGENTS = 8
 SESSIONS = 10
 LOAD_BATCH = 1000
-DIMENSION = 384
-
-
-class SyntheticVectors:
-    """Random unit vectors of the model's dimension: the corpus is loaded without the model."""
-
-    model_name = "synthetic"
-    dimension = DIMENSION
-
-    def __init__(self, seed: int) -> None:
-        self._rng = np.random.default_rng(seed)
-
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        vectors = self._rng.normal(size=(len(texts), DIMENSION)).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors.tolist()  # type: ignore[no-any-return]
 
 
 def load(settings: Settings, items: int, seed: int) -> dict[str, Any]:

@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.table import Table
 
 from hirag_oz.config import Settings
@@ -35,27 +34,13 @@ from hirag_oz.factory import build_components
 from hirag_oz.facts import Anchor, FactQuery, FactStore, NewFact
 from hirag_oz.facts.models import sentence
 from hirag_oz.store.edge import EdgeStore
-from store_search import console, machine_info, percentiles, write_report
+from store_search import SyntheticVectors, console, machine_info, percentiles, write_report
 
 TARGET_RATIO = 0.8
 TARGET_P95_MS = 10.0
 BATCH = 256
-DIMENSION = 384
 PREDICATES = ["owned_by", "runs_on", "depends_on", "located_in", "version", "maintained_by"]
 OBJECTS = [f"{kind}-{i}" for kind in ("team", "host", "service", "region") for i in range(50)]
-
-
-class SyntheticVectors:
-    model_name = "synthetic"
-    dimension = DIMENSION
-
-    def __init__(self, seed: int) -> None:
-        self._rng = np.random.default_rng(seed)
-
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        vectors = self._rng.normal(size=(len(texts), DIMENSION)).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors.tolist()  # type: ignore[no-any-return]
 
 
 def make_facts(start: int, count: int, seed: int) -> list[NewFact]:

@@ -242,6 +242,22 @@ def make_queries(n: int, seed: int) -> list[str]:
 # ------------------------------------------------------------------------------- utilities
 
 
+class SyntheticVectors:
+    """Random unit vectors of MiniLM's dimension, for loading large stores without the model
+    (the texts, token counts and BM25 vectors stay real)."""
+
+    model_name = "synthetic"
+    dimension = 384
+
+    def __init__(self, seed: int) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        vectors = self._rng.normal(size=(len(texts), self.dimension)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors.tolist()  # type: ignore[no-any-return]
+
+
 def chunks(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(seq), size):
         yield seq[start : start + size]
