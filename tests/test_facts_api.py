@@ -14,9 +14,8 @@ from hirag_oz import errors
 from hirag_oz.api.app import create_app
 from hirag_oz.api.schemas import AnchorIn, FactIn, FactQueryIn
 from hirag_oz.client import Client
-from hirag_oz.config import Settings
 from hirag_oz.embeddings.onnx import OnnxMiniLMEmbedder
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, keyed_settings
 
 KEY = "facts-key"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
@@ -24,12 +23,7 @@ HEADERS = {"Authorization": f"Bearer {KEY}"}
 
 @pytest.fixture
 def server(model: OnnxMiniLMEmbedder, tmp_path: Path) -> Iterator[ServerThread]:
-    settings = Settings(  # type: ignore[arg-type]
-        server={"data_dir": tmp_path, "api_keys": [KEY]},
-        hirag={"maintenance_enabled": False},
-        rate_limit={"enabled": False},
-        facts={"functional_predicates": ["located_in"]},
-    )
+    settings = keyed_settings(tmp_path, KEY, facts={"functional_predicates": ["located_in"]})
     with ServerThread(create_app(settings, model=model)) as running:
         yield running
 

@@ -260,7 +260,7 @@ def facts() -> None:
     """Add and query provenance-tracked facts."""
 
 
-def _fact_store(ctx: click.Context, data_dir: Path | None) -> Components:
+def _components(ctx: click.Context, data_dir: Path | None) -> Components:
     from hirag_oz.factory import build_components
 
     return build_components(_settings(ctx, data_dir=data_dir))
@@ -296,7 +296,7 @@ def facts_add(
     """Store the fact SUBJECT PREDICATE OBJECT once; prints its id and whether it was new."""
     from hirag_oz.facts import Anchor, NewFact
 
-    parts = _fact_store(ctx, data_dir)
+    parts = _components(ctx, data_dir)
     try:
         done = parts.facts.insert(
             NewFact(
@@ -352,7 +352,7 @@ def facts_query(
 
     from hirag_oz.facts import FactQuery
 
-    parts = _fact_store(ctx, data_dir)
+    parts = _components(ctx, data_dir)
     try:
         page = parts.facts.query(
             FactQuery(

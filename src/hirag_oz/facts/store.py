@@ -100,6 +100,7 @@ class FactStore:
         backend.ensure_collection(
             CollectionSpec(self.collection, embedder.dimension, distance, FACT_INDEXES)
         )
+        self._functional = frozenset(settings.functional_predicates)
         # Closing the current facts of a functional predicate reads, then writes.
         self._closing = threading.Lock()
 
@@ -142,10 +143,6 @@ class FactStore:
                 closed = self._close_others(point_id, payload)
             results.append(Inserted(point_id, payload["hash"], duplicate, closed))
         return results
-
-    @property
-    def _functional(self) -> set[str]:
-        return set(self.settings.functional_predicates)
 
     def _check(self, item: NewFact, where: str) -> tuple[str, dict[str, Any]]:
         subject = check_text(item.subject, f"{where}.subject", MAX_TERM_CHARS).strip()
