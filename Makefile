@@ -9,7 +9,7 @@ DATA_DIR ?= ./data
 HOST ?= 127.0.0.1
 PORT ?= 8081
 
-.PHONY: install install-dev test-services serve test lint typecheck bench bench-http bench-recall bench-build bench-facts clean
+.PHONY: install install-dev ocr-engine test-services bench-ocr serve test lint typecheck bench bench-http bench-recall bench-build bench-facts clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,16 +31,26 @@ install: $(VENV)/.installed
 
 install-dev: $(VENV)/.installed-dev
 
-serve: install
+serve: install ocr-engine
 	$(BIN)/hirag-oz serve --data-dir $(DATA_DIR) --host $(HOST) --port $(PORT)
 
+# Debian packages installed with apt when run as root and missing: $(1) a command to look for,
+# $(2) the packages, $(3) what to say when they cannot be installed.
+define apt_install
+	@command -v $(1) >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get install -y -q $(2) >/dev/null 2>&1 || \
+		  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $(2) >/dev/null 2>&1; }; }; } || \
+		echo "$(3)"
+endef
+
+# Tesseract, the default OCR engine for scanned pages and images.
+ocr-engine:
+	$(call apt_install,tesseract,tesseract-ocr tesseract-ocr-eng,tesseract is not installed (apt-get install tesseract-ocr tesseract-ocr-eng): scanned pages need it or pip install 'hirag-oz[rapidocr]')
+
 # A real Redis for the test of rate limits shared by several instances; that test is skipped
-# when redis-server is missing and cannot be installed (apt needs root).
-test-services:
-	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && \
-		{ apt-get install -y -q redis-server >/dev/null 2>&1 || \
-		  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q redis-server >/dev/null 2>&1; }; }; } || \
-		echo "redis-server is not installed: the shared rate-limit test will be skipped"
+# when redis-server is missing and cannot be installed.
+test-services: ocr-engine
+	$(call apt_install,redis-server,redis-server,redis-server is not installed: the shared rate-limit test will be skipped)
 
 test: install-dev test-services
 	$(BIN)/pytest -q
@@ -65,6 +75,9 @@ bench-build: install-dev
 
 bench-facts: install-dev
 	$(BIN)/python bench/facts.py
+
+bench-ocr: install-dev ocr-engine
+	$(BIN)/python bench/ocr_fidelity.py
 
 bench-recall: install-dev
 	@test -n "$(DATA)" || { echo "usage: make bench-recall DATA=<folder of LoCoMo JSON files>"; exit 2; }

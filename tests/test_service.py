@@ -96,7 +96,7 @@ def _metrics(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
 def test_every_protected_route_needs_a_valid_key(serve: Serve) -> None:
     server = serve()
     routes = _protected_routes(server.url)
-    assert len(routes) == 13  # contexts (8), context/build (1), facts (4)
+    assert len(routes) == 17  # contexts (8), context/build (1), facts (4), vision (4)
     for method, path in routes:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"}):
             r = httpx.request(method, server.url + path, headers=headers, json={})
@@ -302,7 +302,7 @@ def test_health_reports_each_component(serve: Serve) -> None:
         health = client.health()
     assert health["status"] == "healthy"
     names = [c["name"] for c in health["components"]]
-    assert names == ["vector_store", "embedder", "token_counter"]
+    assert names == ["vector_store", "embedder", "token_counter", "ocr_engine"]
     for component in health["components"]:
         assert component["status"] == "healthy"
         assert component["response_time_ms"] >= 0

@@ -263,7 +263,8 @@ def facts() -> None:
 def _components(ctx: click.Context, data_dir: Path | None) -> Components:
     from hirag_oz.factory import build_components
 
-    return build_components(_settings(ctx, data_dir=data_dir))
+    # Index jobs left unfinished by a server are the next server's to resume, not a CLI's.
+    return build_components(_settings(ctx, data_dir=data_dir), start_jobs=False)
 
 
 @facts.command("add")
@@ -377,6 +378,156 @@ def facts_query(
     for f in page.facts:
         click.echo(f"{f.confidence:.2f}  {f.subject} | {f.predicate} | {f.object}  {f.id}")
     click.echo(f"{len(page.facts)} of {page.total} facts")
+
+
+@cli.group()
+def vision() -> None:
+    """Index documents into OCR regions, search them, decode them at a fidelity."""
+
+
+@vision.command("index")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_data_dir_option
+@click.option("--agent-id", default="default", show_default=True)
+@click.option("--metadata", default=None, help="A JSON object kept on every region.")
+@click.option("--force", is_flag=True, help="Index again content already indexed.")
+@click.pass_context
+def vision_index(
+    ctx: click.Context,
+    path: Path,
+    data_dir: Path | None,
+    agent_id: str,
+    metadata: str | None,
+    force: bool,
+) -> None:
+    """Index the PDF or image at PATH now, with a progress bar; prints the job."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    try:
+        meta = json.loads(metadata) if metadata else None
+    except ValueError:
+        raise click.BadParameter("must be a JSON object", param_hint="--metadata") from None
+    if meta is not None and not isinstance(meta, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--metadata")
+    parts = _components(ctx, data_dir)
+    try:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            transient=True,
+        ) as bar:
+            task = bar.add_task(f"indexing {path.name}", total=None)
+
+            def progress(job: Any) -> None:
+                bar.update(task, total=job.pages_total, completed=job.pages_done)
+
+            job = parts.vision.index_bytes(
+                path.read_bytes(),
+                path.name,
+                agent_id=agent_id,
+                metadata=meta,
+                force_reindex=force,
+                progress=progress,
+            )
+    finally:
+        parts.close()
+    click.echo(
+        f"{job.job_id}  {job.status}  doc {job.doc_id}  pages {job.pages_done}/{job.pages_total}"
+        f"  regions {job.regions}" + ("  (already indexed)" if job.reused else "")
+    )
+    for error in job.page_errors:
+        click.echo(f"  page {error['page']}: {error['message']}", err=True)
+    if job.status == "failed" and job.error is not None:
+        click.echo(f"error: {job.error['message']}", err=True)
+        sys.exit(1)
+
+
+@vision.command("search")
+@click.argument("query")
+@_data_dir_option
+@click.option("--top-k", type=click.IntRange(1, 50), default=12, show_default=True)
+@click.option("--agent-id", default="default", show_default=True)
+@click.option("--doc-id", default=None)
+@click.option(
+    "--type", "types", multiple=True, type=click.Choice(["text", "table", "figure", "code"])
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the regions as JSON.")
+@click.pass_context
+def vision_search(
+    ctx: click.Context,
+    query: str,
+    data_dir: Path | None,
+    top_k: int,
+    agent_id: str,
+    doc_id: str | None,
+    types: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Regions most relevant to QUERY."""
+    from hirag_oz.vision import RegionFilters
+
+    parts = _components(ctx, data_dir)
+    try:
+        hits = parts.vision.search(
+            query,
+            top_k,
+            agent_id=agent_id,
+            filters=RegionFilters(doc_id=doc_id, types=types),  # type: ignore[arg-type]
+        )
+    finally:
+        parts.close()
+    if as_json:
+        rows = [
+            {**h.region.to_dict(), "score": h.score, "why_relevant": h.why_relevant} for h in hits
+        ]
+        click.echo(json.dumps({"regions": rows}, indent=2, ensure_ascii=False))
+        return
+    for h in hits:
+        r = h.region
+        b = r.bbox
+        click.echo(f"{h.score:.3f}  {r.type:<6} p{r.page} [{b.x},{b.y} {b.w}x{b.h}]  {r.region_id}")
+        click.echo(f"       {h.why_relevant}")
+
+
+@vision.command("decode")
+@click.argument("region_ids", nargs=-1, required=True)
+@_data_dir_option
+@click.option(
+    "--fidelity",
+    type=click.Choice(["1x", "5x", "10x", "20x"]),
+    default=None,
+    help="Default: vision.default_fidelity.",
+)
+@click.option("--agent-id", default="default", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.pass_context
+def vision_decode(
+    ctx: click.Context,
+    region_ids: tuple[str, ...],
+    data_dir: Path | None,
+    fidelity: str | None,
+    agent_id: str,
+    as_json: bool,
+) -> None:
+    """The text of each of REGION_IDS at a fidelity."""
+    import dataclasses
+
+    parts = _components(ctx, data_dir)
+    try:
+        results = parts.vision.decode(list(region_ids), fidelity, agent_id=agent_id)  # type: ignore[arg-type]
+    finally:
+        parts.close()
+    if as_json:
+        rows = [dataclasses.asdict(r) for r in results]
+        click.echo(json.dumps({"results": rows}, indent=2, ensure_ascii=False))
+        return
+    for r in results:
+        click.echo(
+            f"# {r.region_id}  {r.fidelity}  confidence {r.confidence:.2f}  {r.tokens} tokens"
+        )
+        click.echo(r.text)
 
 
 def _epoch_or_text(value: str | None) -> float | str | None:

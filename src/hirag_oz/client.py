@@ -14,6 +14,7 @@ client classes only send it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,11 +39,18 @@ from hirag_oz.api.schemas import (
     FactQueryIn,
     FactQueryRequest,
     FactQueryResponse,
+    JobOut,
     PatchContextRequest,
     SearchRequest,
     SearchResponse,
     StoreContextRequest,
     StoreContextResponse,
+    VisionDecodeRequest,
+    VisionDecodeResponse,
+    VisionFilters,
+    VisionIndexRequest,
+    VisionSearchRequest,
+    VisionSearchResponse,
 )
 
 __all__ = ["AsyncClient", "Client", "error_from_response"]
@@ -101,6 +109,8 @@ class _Call(Generic[T]):
     read: Callable[[httpx.Response], T]
     json: Any = None
     params: Mapping[str, str] | None = None
+    files: Mapping[str, tuple[str, bytes]] | None = None
+    data: Mapping[str, str] | None = None
 
 
 def _model(cls: type[M]) -> Callable[[httpx.Response], M]:
@@ -157,6 +167,45 @@ class _Calls:
     def delete_fact(fact_id: str, agent_id: str | None) -> _Call[DeletedResponse]:
         path = f"/api/v1/facts/{fact_id}"
         return _Call("DELETE", path, _model(DeletedResponse), params=_agent(agent_id))
+
+    @staticmethod
+    def index_document(request: VisionIndexRequest) -> _Call[JobOut]:
+        return _Call("POST", "/api/v1/vision/index", _model(JobOut), _body(request))
+
+    @staticmethod
+    def upload_document(
+        content: bytes,
+        filename: str,
+        metadata: dict[str, Any] | None,
+        force_reindex: bool,
+        agent_id: str | None,
+    ) -> _Call[JobOut]:
+        form = {"force_reindex": "true" if force_reindex else "false"}
+        if metadata is not None:
+            form["metadata"] = json.dumps(metadata)
+        if agent_id is not None:
+            form["agent_id"] = agent_id
+        return _Call(
+            "POST",
+            "/api/v1/vision/index",
+            _model(JobOut),
+            files={"file": (filename, content)},
+            data=form,
+        )
+
+    @staticmethod
+    def get_job(job_id: str) -> _Call[JobOut]:
+        return _Call("GET", f"/api/v1/vision/index/jobs/{job_id}", _model(JobOut))
+
+    @staticmethod
+    def search_regions(request: VisionSearchRequest) -> _Call[VisionSearchResponse]:
+        path = "/api/v1/vision/search"
+        return _Call("POST", path, _model(VisionSearchResponse), _body(request))
+
+    @staticmethod
+    def decode_regions(request: VisionDecodeRequest) -> _Call[VisionDecodeResponse]:
+        path = "/api/v1/vision/decode"
+        return _Call("POST", path, _model(VisionDecodeResponse), _body(request))
 
     @staticmethod
     def get(context_id: str, agent_id: str | None) -> _Call[ContextOut]:
@@ -259,7 +308,14 @@ class Client:
         )
 
     def _send(self, call: _Call[T]) -> T:
-        response = self._http.request(call.method, call.path, json=call.json, params=call.params)
+        response = self._http.request(
+            call.method,
+            call.path,
+            json=call.json,
+            params=call.params,
+            files=call.files,
+            data=call.data,
+        )
         if response.is_error:
             raise error_from_response(response)
         return call.read(response)
@@ -314,6 +370,61 @@ class Client:
 
     def delete_fact(self, fact_id: str, *, agent_id: str | None = None) -> DeletedResponse:
         return self._send(_Calls.delete_fact(fact_id, agent_id))
+
+    def index_document(
+        self,
+        doc_url: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        force_reindex: bool = False,
+        agent_id: str | None = None,
+    ) -> JobOut:
+        """Queue the document at a file:// (inside the server's allowed paths) or http(s)://
+        URL for indexing; poll `get_job` for the outcome."""
+        request = VisionIndexRequest(
+            doc_url=doc_url, metadata=metadata, force_reindex=force_reindex, agent_id=agent_id
+        )
+        return self._send(_Calls.index_document(request))
+
+    def upload_document(
+        self,
+        content: bytes,
+        filename: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        force_reindex: bool = False,
+        agent_id: str | None = None,
+    ) -> JobOut:
+        """Upload a PDF or image for indexing; poll `get_job` for the outcome."""
+        call = _Calls.upload_document(content, filename, metadata, force_reindex, agent_id)
+        return self._send(call)
+
+    def get_job(self, job_id: str) -> JobOut:
+        return self._send(_Calls.get_job(job_id))
+
+    def search_regions(
+        self,
+        query: str,
+        *,
+        top_k: int = 12,
+        filters: VisionFilters | None = None,
+        agent_id: str | None = None,
+    ) -> VisionSearchResponse:
+        request = VisionSearchRequest(query=query, top_k=top_k, filters=filters, agent_id=agent_id)
+        return self._send(_Calls.search_regions(request))
+
+    def decode_regions(
+        self,
+        region_ids: Sequence[str],
+        fidelity: str | None = None,
+        *,
+        agent_id: str | None = None,
+    ) -> VisionDecodeResponse:
+        """Each region's text at `fidelity` ("1x", "5x", "10x", "20x"), in the order given."""
+        request = VisionDecodeRequest.model_validate(
+            {"region_ids": list(region_ids), "fidelity": fidelity, "agent_id": agent_id}
+        )
+        return self._send(_Calls.decode_regions(request))
 
     def get(self, context_id: str, *, agent_id: str | None = None) -> ContextOut:
         return self._send(_Calls.get(context_id, agent_id))
@@ -376,7 +487,12 @@ class AsyncClient:
 
     async def _send(self, call: _Call[T]) -> T:
         response = await self._http.request(
-            call.method, call.path, json=call.json, params=call.params
+            call.method,
+            call.path,
+            json=call.json,
+            params=call.params,
+            files=call.files,
+            data=call.data,
         )
         if response.is_error:
             raise error_from_response(response)
@@ -430,6 +546,61 @@ class AsyncClient:
 
     async def delete_fact(self, fact_id: str, *, agent_id: str | None = None) -> DeletedResponse:
         return await self._send(_Calls.delete_fact(fact_id, agent_id))
+
+    async def index_document(
+        self,
+        doc_url: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        force_reindex: bool = False,
+        agent_id: str | None = None,
+    ) -> JobOut:
+        """Queue the document at a file:// (inside the server's allowed paths) or http(s)://
+        URL for indexing; poll `get_job` for the outcome."""
+        request = VisionIndexRequest(
+            doc_url=doc_url, metadata=metadata, force_reindex=force_reindex, agent_id=agent_id
+        )
+        return await self._send(_Calls.index_document(request))
+
+    async def upload_document(
+        self,
+        content: bytes,
+        filename: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        force_reindex: bool = False,
+        agent_id: str | None = None,
+    ) -> JobOut:
+        """Upload a PDF or image for indexing; poll `get_job` for the outcome."""
+        call = _Calls.upload_document(content, filename, metadata, force_reindex, agent_id)
+        return await self._send(call)
+
+    async def get_job(self, job_id: str) -> JobOut:
+        return await self._send(_Calls.get_job(job_id))
+
+    async def search_regions(
+        self,
+        query: str,
+        *,
+        top_k: int = 12,
+        filters: VisionFilters | None = None,
+        agent_id: str | None = None,
+    ) -> VisionSearchResponse:
+        request = VisionSearchRequest(query=query, top_k=top_k, filters=filters, agent_id=agent_id)
+        return await self._send(_Calls.search_regions(request))
+
+    async def decode_regions(
+        self,
+        region_ids: Sequence[str],
+        fidelity: str | None = None,
+        *,
+        agent_id: str | None = None,
+    ) -> VisionDecodeResponse:
+        """Each region's text at `fidelity` ("1x", "5x", "10x", "20x"), in the order given."""
+        request = VisionDecodeRequest.model_validate(
+            {"region_ids": list(region_ids), "fidelity": fidelity, "agent_id": agent_id}
+        )
+        return await self._send(_Calls.decode_regions(request))
 
     async def get(self, context_id: str, *, agent_id: str | None = None) -> ContextOut:
         return await self._send(_Calls.get(context_id, agent_id))

@@ -228,12 +228,50 @@ class RateLimitSettings(_Section):
     trusted_proxies: list[str] = Field(default_factory=list)
 
 
+class DeepSeekSettings(_Section):
+    """A DeepSeek-OCR model served behind an OpenAI-compatible chat endpoint."""
+
+    enabled: bool = True
+    endpoint: str | None = None
+    api_key: SecretStr | None = None
+    model: str = "deepseek-ai/DeepSeek-OCR"
+    timeout_secs: float = Field(60.0, gt=0, le=600)
+    max_retries: int = Field(2, ge=0, le=10)
+    max_concurrency: int = Field(4, ge=1, le=256)
+
+
 class VisionSettings(_Section):
-    engine: Literal["tesseract", "rapidocr", "deepseek"] = "tesseract"
+    engine: Literal["auto", "tesseract", "rapidocr", "deepseek"] = Field(
+        "auto",
+        description="auto: tesseract when its binary is installed, else rapidocr when its "
+        "package is installed.",
+    )
+    tesseract_lang: str = Field("eng", pattern=r"^[A-Za-z_+]{1,64}$")
     render_dpi: int = Field(200, ge=50, le=600)
     allowed_paths: list[Path] = Field(default_factory=list)
+    allow_private_urls: bool = Field(
+        False, description="Let doc_url reach loopback and private addresses."
+    )
+    max_document_mb: int = Field(50, ge=1, le=2048)
+    max_pages: int = Field(500, ge=1, le=100_000)
+    download_timeout_secs: float = Field(30.0, gt=0, le=600)
+    workers: int = Field(1, ge=1, le=64)
+    max_pending_jobs: int = Field(100, ge=1, le=100_000)
     max_regions_per_request: int = Field(16, ge=1, le=256)
     default_fidelity: Literal["1x", "5x", "10x", "20x"] = "10x"
+    decode_cache_size: int = Field(1000, ge=1)
+    decode_cache_ttl_secs: float = Field(600.0, gt=0)
+    deepseek: DeepSeekSettings = Field(default_factory=DeepSeekSettings)
+
+    @model_validator(mode="after")
+    def _deepseek_needs_endpoint(self) -> VisionSettings:
+        if self.engine == "deepseek" and not (
+            self.deepseek.endpoint and self.deepseek.endpoint.startswith(("http://", "https://"))
+        ):
+            raise ValueError(
+                "vision.deepseek.endpoint must be an http(s) URL when engine = 'deepseek'"
+            )
+        return self
 
 
 class FactsSettings(_Section):

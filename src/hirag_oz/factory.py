@@ -20,6 +20,8 @@ from hirag_oz.tokens import TokenCounter, TokenCounterInfo, load_token_counter
 
 if TYPE_CHECKING:
     from hirag_oz.observability.metrics import Metrics
+    from hirag_oz.vision.ocr import OcrEngine
+    from hirag_oz.vision.service import VisionService
 
 
 def build_store(settings: Settings) -> VectorStore:
@@ -55,9 +57,11 @@ class Components:
     tokens: TokenCounterInfo
     context: ContextBuilder
     facts: FactStore
+    vision: VisionService
     breakers: list[CircuitBreaker] = field(default_factory=list)
 
     def close(self) -> None:
+        self.vision.close()
         self.memory.stop_maintenance()
         self.memory.close()
         self.context.close()
@@ -117,6 +121,48 @@ def build_summarizer(
     )
 
 
+def build_ocr_engine(settings: Settings, breakers: list[CircuitBreaker]) -> OcrEngine | None:
+    """The configured OCR engine; with `auto`, Tesseract when its binary is installed, else
+    RapidOCR when its package is, else None (only PDF text layers can be indexed)."""
+    from hirag_oz.errors import ConfigurationError
+    from hirag_oz.vision.ocr import TesseractEngine, tesseract_available
+    from hirag_oz.vision.rapid import RapidOcrEngine, rapidocr_available
+
+    cfg = settings.vision
+    if cfg.engine == "deepseek":
+        from hirag_oz.vision.deepseek import DeepSeekOcrEngine
+
+        ds = cfg.deepseek
+        assert ds.endpoint is not None
+        breaker = CircuitBreaker("vision_ocr")
+        breakers.append(breaker)
+        return DeepSeekOcrEngine(
+            ds.endpoint,
+            ds.api_key.get_secret_value() if ds.api_key else None,
+            ds.model,
+            timeout_secs=ds.timeout_secs,
+            max_retries=ds.max_retries,
+            max_concurrency=ds.max_concurrency,
+            breaker=breaker,
+            enabled=ds.enabled,
+        )
+    if cfg.engine in ("auto", "tesseract") and tesseract_available():
+        return TesseractEngine(cfg.tesseract_lang)
+    if cfg.engine == "tesseract":
+        raise ConfigurationError(
+            "vision.engine is 'tesseract' but the tesseract binary is not on PATH "
+            "(Debian: apt-get install tesseract-ocr tesseract-ocr-eng)"
+        )
+    if cfg.engine in ("auto", "rapidocr") and rapidocr_available():
+        return RapidOcrEngine()
+    if cfg.engine == "rapidocr":
+        raise ConfigurationError(
+            "vision.engine is 'rapidocr' but rapidocr-onnxruntime is not installed "
+            "(pip install 'hirag-oz[rapidocr]')"
+        )
+    return None
+
+
 def build_components(
     settings: Settings,
     *,
@@ -125,9 +171,11 @@ def build_components(
     tokens: TokenCounterInfo | None = None,
     clock: Clock | None = None,
     metrics: Metrics | None = None,
+    start_jobs: bool = True,
 ) -> Components:
     """Everything a service instance needs. `model` replaces the configured embedding
-    model (it still gets batching, metering and the cache)."""
+    model (it still gets batching, metering and the cache). With `start_jobs`, index jobs
+    left unfinished by an earlier process are queued again."""
     from hirag_oz.embeddings.batching import CoalescingEmbedder
 
     breakers: list[CircuitBreaker] = []
@@ -168,7 +216,23 @@ def build_components(
         distance=settings.vector_db.distance,
         clock=clock,
     )
-    return Components(settings, memory, store, inner, cache, tokens, context, facts, breakers)
+    from hirag_oz.vision.service import VisionService
+
+    vision = VisionService(
+        settings.vision,
+        Path(settings.server.data_dir),
+        store,
+        cache or inner,
+        tokens.counter,
+        build_ocr_engine(settings, breakers),
+        collection_prefix=settings.vector_db.collection_prefix,
+        distance=settings.vector_db.distance,
+        observer=metrics,
+        start=start_jobs,
+    )
+    return Components(
+        settings, memory, store, inner, cache, tokens, context, facts, vision, breakers
+    )
 
 
 def build_memory(

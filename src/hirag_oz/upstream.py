@@ -250,3 +250,18 @@ class JsonApi:
             with self._lock:
                 self.failures += 1
             raise
+
+
+def first_choice(response: httpx.Response) -> dict[str, Any]:
+    """`choices[0]` of an OpenAI-style chat completion, with its `message` an object."""
+    try:
+        body = response.json()
+    except ValueError:
+        raise MalformedResponse("response body is not valid JSON") from None
+    choices = body.get("choices") if isinstance(body, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise MalformedResponse("response has no choices")
+    choice: dict[str, Any] = choices[0]
+    if not isinstance(choice.get("message"), dict):
+        raise MalformedResponse("choices[0].message is not an object")
+    return choice

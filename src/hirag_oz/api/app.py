@@ -25,6 +25,7 @@ from hirag_oz.api.middleware import (
 from hirag_oz.api.operations import build_health
 from hirag_oz.api.operations import router as operations_router
 from hirag_oz.api.ratelimit import RateLimiter
+from hirag_oz.api.vision import router as vision_router
 from hirag_oz.config import Settings
 from hirag_oz.embeddings.base import Embedder
 from hirag_oz.factory import build_components
@@ -56,6 +57,8 @@ def create_app(
         )
         if parts.cache is not None:
             metrics.watch_cache("embedding", parts.cache)
+        metrics.watch_cache("vision_decode", parts.vision.cache)
+        metrics.watch_jobs(parts.vision.queue.pending)
         metrics.watch_breakers(parts.breakers)
         app.state.components = parts
         app.state.health = build_health(parts)
@@ -84,6 +87,7 @@ def create_app(
     app.include_router(contexts_router)
     app.include_router(context_router)
     app.include_router(facts_router)
+    app.include_router(vision_router)
 
     # Starlette puts the last added middleware outermost.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_size_mb * 1024**2)

@@ -39,10 +39,21 @@ def build_health(parts: Components) -> HealthChecker:
             return "degraded", f"word estimate in use: {parts.tokens.fallback_reason}"
         return "healthy", parts.tokens.counter.name
 
+    def ocr_engine() -> ProbeResult:
+        engine = parts.vision.engine
+        if engine is None:
+            return "degraded", (
+                "no OCR engine: only PDF text layers can be indexed "
+                "(install tesseract-ocr, or rapidocr-onnxruntime)"
+            )
+        version = getattr(engine, "version", None)
+        return "healthy", f"{engine.name} {version}" if version else engine.name
+
     checks = [
         Component("vector_store", vector_store),
         Component("embedder", embedder),
         Component("token_counter", token_counter),
+        Component("ocr_engine", ocr_engine, required=False),
     ]
     for breaker in parts.breakers:
 

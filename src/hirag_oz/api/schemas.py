@@ -317,6 +317,108 @@ class ErrorBody(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+_FIDELITY_DOC = (
+    "1x exact (text layer, else full-resolution OCR); 5x, 10x, 20x: the region image "
+    "resampled to 1/5, 1/10, 1/20 of its pixel area before OCR"
+)
+
+
+class VisionIndexRequest(_Request):
+    doc_url: str = Field(
+        ...,
+        description="file:// inside vision.allowed_paths, or http(s)://. Or send the document "
+        "as a multipart upload (field `file`) instead of JSON.",
+        examples=["file:///srv/docs/invoice.pdf"],
+    )
+    metadata: dict[str, Any] | None = Field(None, description="Kept on every region.")
+    force_reindex: bool = Field(False, description="Index again content already indexed.")
+    agent_id: str | None = None
+
+
+class JobProgress(BaseModel):
+    pages_done: int
+    pages_total: int | None
+
+
+class JobOut(BaseModel):
+    job_id: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    doc_id: str | None = None
+    source: str
+    progress: JobProgress
+    regions: int
+    reused: bool = Field(..., description="The same content was indexed before: nothing redone.")
+    page_errors: list[dict[str, Any]] = Field(
+        default_factory=list, description="Pages that failed, each with an error envelope."
+    )
+    error: ErrorBody | None = None
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class VisionFilters(_Request):
+    doc_id: str | None = None
+    page: int | None = Field(None, ge=1)
+    type: list[Literal["text", "table", "figure", "code"]] | None = None
+    metadata: dict[str, str | int | float | bool] | None = Field(
+        None, description="Exact matches on the metadata given at indexing."
+    )
+
+
+class VisionSearchRequest(_Request):
+    query: str = Field(..., examples=["total amount due"])
+    top_k: int = Field(12, ge=1, le=50)
+    filters: VisionFilters | None = None
+    agent_id: str | None = None
+
+
+class BBoxOut(BaseModel):
+    x: int
+    y: int
+    w: int
+    h: int
+
+
+class RegionOut(BaseModel):
+    region_id: str
+    doc_id: str
+    page: int = Field(..., description="1-based.")
+    bbox: BBoxOut = Field(..., description="In rendered page pixels, origin top-left.")
+    page_width: int
+    page_height: int
+    type: Literal["text", "table", "figure", "code"]
+    token_estimate: int = Field(..., description="cl100k tokens of the region's text.")
+    has_vt: bool = Field(..., description="The page image is stored.")
+    score: float
+    why_relevant: str
+
+
+class VisionSearchResponse(BaseModel):
+    regions: list[RegionOut]
+
+
+class VisionDecodeRequest(_Request):
+    region_ids: list[str] = Field(..., min_length=1)
+    fidelity: Literal["1x", "5x", "10x", "20x"] | None = Field(
+        None, description=_FIDELITY_DOC + "; default vision.default_fidelity."
+    )
+    agent_id: str | None = None
+
+
+class DecodedOut(BaseModel):
+    region_id: str
+    text: str
+    fidelity: str
+    confidence: float
+    tokens: int
+    backend: str
+
+
+class VisionDecodeResponse(BaseModel):
+    results: list[DecodedOut]
+
+
 def _error_example(
     code: str, message: str, details: dict[str, Any] | None = None
 ) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from hirag_oz.tokens import TokenCounter
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _WORD = re.compile(r"\w+")
 # Words too common to say what a sentence is about.
-_STOP = frozenset(
+STOPWORDS = frozenset(
     [
         "a",
         "an",
@@ -112,7 +112,7 @@ class ExtractiveSummarizer:
 
 
 def _content_words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOP}
+    return {w for w in _WORD.findall(text.lower()) if w not in STOPWORDS}
 
 
 def _score(index: int, total: int, words: set[str], query: set[str], seen: set[str]) -> float:

@@ -8,7 +8,7 @@ import httpx
 
 from hirag_oz.resilience import CircuitBreaker, RetryPolicy
 from hirag_oz.tokens import TokenCounter
-from hirag_oz.upstream import JsonApi, MalformedResponse, endpoint_url
+from hirag_oz.upstream import JsonApi, MalformedResponse, endpoint_url, first_choice
 
 SYSTEM = (
     "You maintain the running brief of a conversation between a user and an AI agent. "
@@ -84,15 +84,7 @@ class OpenAICompatibleSummarizer:
 
 
 def _content(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        raise MalformedResponse("response body is not valid JSON") from None
-    choices = body.get("choices") if isinstance(body, dict) else None
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise MalformedResponse("response has no choices")
-    message = choices[0].get("message")
-    content = message.get("content") if isinstance(message, dict) else None
+    content = first_choice(response)["message"].get("content")
     if not isinstance(content, str) or not content.strip():
         raise MalformedResponse("choices[0].message.content is not a non-empty string")
     return content

@@ -76,9 +76,8 @@ def select_within_budget(
             if per_level_used.get(level, 0) + c.tokens <= share:
                 take(c)
 
+    # No early stop on a full budget: a candidate of 0 tokens still fits.
     for c in ranked:
-        if used >= max_tokens:
-            break
         take(c)
 
     return sorted(chosen.values(), key=lambda c: (-c.score, c.key))

@@ -27,7 +27,7 @@ from hirag_oz.memory.models import (
     StoredRef,
     to_datetime,
 )
-from hirag_oz.memory.ranking import Weights, composite, similarity_from_score
+from hirag_oz.memory.ranking import Weights, composite, fuse_hybrid
 from hirag_oz.memory.validation import (
     check_metadata,
     check_scope_id,
@@ -42,7 +42,6 @@ from hirag_oz.store.base import (
     Filter,
     PointRecord,
     Range,
-    ScoredHit,
     SparseVec,
     StoredPoint,
     VectorStore,
@@ -402,7 +401,7 @@ class HiRAG:
                 payload_keys=_RANKING_KEYS,
             )
             cut = cut or len(dense_hits) >= limit or len(sparse_hits) >= limit
-            fused = _fused(dense_hits, sparse_hits, self.settings.hybrid_alpha, self.distance)
+            fused = fuse_hybrid(dense_hits, sparse_hits, self.settings.hybrid_alpha, self.distance)
             for hit, similarity in fused:
                 if hit.id in found:
                     continue
@@ -714,29 +713,6 @@ def candidate_limit(max_tokens: int, ceiling: int) -> int:
     """How many candidates to fetch per level and query for a budget of `max_tokens`."""
     wanted = max(_MIN_CANDIDATES, math.ceil(max_tokens / _TOKENS_PER_CANDIDATE))
     return min(ceiling, wanted)
-
-
-def _fused(
-    dense_hits: list[ScoredHit], sparse_hits: list[ScoredHit], alpha: float, distance: Distance
-) -> list[tuple[ScoredHit, float]]:
-    """Union of dense and BM25 hits with similarity = alpha*dense + (1-alpha)*lexical.
-
-    Lexical is BM25 divided by the best BM25 score of this query, so it lies in [0, 1]. A
-    BM25-only hit's dense similarity comes from the store (`dense_score`).
-    """
-    top_bm25 = max((h.score for h in sparse_hits), default=0.0)
-    scale = (1 - alpha) / top_bm25 if top_bm25 > 0 else 0.0
-    lexical = {h.id: h.score * scale for h in sparse_hits}
-    out = [
-        (h, alpha * similarity_from_score(distance, h.score) + lexical.get(h.id, 0.0))
-        for h in dense_hits
-    ]
-    seen = {h.id for h in dense_hits}
-    for h in sparse_hits:
-        if h.id not in seen:
-            dense = 0.0 if h.dense_score is None else similarity_from_score(distance, h.dense_score)
-            out.append((h, alpha * dense + lexical[h.id]))
-    return out
 
 
 def _rankable(payload: dict[str, Any]) -> bool:

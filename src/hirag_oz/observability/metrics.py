@@ -28,6 +28,7 @@ from hirag_oz.context.builder import BuiltContext, Summarizer
 from hirag_oz.embeddings.base import Embedder
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+OCR_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 TOKEN_BUCKETS = (50, 100, 250, 500, 1000, 2000, 3750, 5000, 8000, 16000, 32000, 100000)
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -167,6 +168,31 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.vision_jobs = Counter(
+            "hirag_vision_jobs_total",
+            "Index jobs finished, by outcome: succeeded, failed, reused (content already indexed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.vision_pages = Counter(
+            "hirag_vision_pages_total",
+            "Document pages indexed, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.vision_page_latency = Histogram(
+            "hirag_vision_page_duration_seconds",
+            "Time to index one page: render, OCR, layout, embed, store.",
+            buckets=OCR_BUCKETS,
+            registry=r,
+        )
+        self.ocr_latency = Histogram(
+            "hirag_ocr_duration_seconds",
+            "OCR calls by backend and fidelity ('page' for a whole page at indexing).",
+            ["backend", "fidelity"],
+            buckets=OCR_BUCKETS,
+            registry=r,
+        )
         self.rate_limited = Counter(
             "hirag_rate_limit_rejections_total", "Requests rejected with 429.", registry=r
         )
@@ -228,7 +254,25 @@ class Metrics:
         self.token_budget_used.labels(operation).observe(used)
         self.token_budget_limit.labels(operation).observe(limit)
 
+    def job_finished(self, outcome: str) -> None:
+        self.vision_jobs.labels(outcome).inc()
+
+    def page_done(self, outcome: str, seconds: float) -> None:
+        self.vision_pages.labels(outcome).inc()
+        self.vision_page_latency.observe(seconds)
+
+    def ocr(self, backend: str, fidelity: str, seconds: float) -> None:
+        self.ocr_latency.labels(backend, fidelity).observe(seconds)
+
     # ------------------------------------------------------------ values read at scrape
+    def watch_jobs(self, pending: Callable[[], int]) -> None:
+        def produce() -> Iterator[Metric]:
+            gauge = GaugeMetricFamily("hirag_vision_jobs_pending", "Index jobs waiting or running.")
+            gauge.add_metric([], pending())
+            yield gauge
+
+        self.registry.register(_Callback(produce))
+
     def watch_cache(self, name: str, cache: _HasHitsMisses) -> None:
         def produce() -> Iterator[Metric]:
             prefix = f"hirag_{name}_cache"
