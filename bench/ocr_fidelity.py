@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    python bench/ocr_fidelity.py [--pages 6] [--seed 7] [--out PATH]
+    python bench/ocr_fidelity.py [--pages 6] [--seed 7] [--engine auto|tesseract|rapidocr] [--out PATH]
 
 1. Renders `--pages` A4 pages at 200 dpi: paragraphs of generated English sentences (names,
    numbers, amounts, dates, punctuation) in DejaVu Sans at 33 px, the height of 12 pt text at
@@ -164,7 +164,7 @@ def chart(rows: list[dict[str, Any]], path: Path, engine: str) -> None:
     ax.set_ylim(0, 102)
     ax.set_xlabel("fidelity (pixel area divided by)")
     ax.set_ylabel("%")
-    ax.set_title(f"OCR decode by fidelity ({engine}, 33 px text, 200 dpi)")
+    ax.set_title(f"OCR decode by fidelity ({engine}, 33 px text at 200 dpi)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
     fig.tight_layout()
@@ -176,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pages", type=int, default=6)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--engine", choices=["auto", "tesseract", "rapidocr"], default="auto")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -186,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings(
             server={"data_dir": Path(tmp)},  # type: ignore[arg-type]
             hirag={"maintenance_enabled": False},  # type: ignore[arg-type]
+            vision={"engine": args.engine},  # type: ignore[arg-type]
         )
         parts = build_components(settings)
         try:

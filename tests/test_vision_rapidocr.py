@@ -111,7 +111,7 @@ def test_lines_top_to_bottom_with_boxes_where_drawn(engine: RapidOcrEngine) -> N
         assert _accuracy(sentence, line.text) >= 0.9, line.text
         for word in line.words:
             b = word.bbox
-            assert 0 <= b.x and 0 <= b.y and b.right <= image.width and b.bottom <= image.height
+            assert b.x >= 0 and b.y >= 0 and b.right <= image.width and b.bottom <= image.height
             assert b.w > 0 and b.h > 0
             assert 0.0 <= word.confidence <= 1.0
             assert b.y >= box.y - 10 and b.bottom <= box.bottom + 10

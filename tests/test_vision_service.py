@@ -319,3 +319,19 @@ def test_a_restart_requeues_unfinished_jobs_and_keeps_finished_ones(
     recovered = wait_for(second, killed.job_id)
     assert recovered.status == "succeeded" and recovered.regions == 2
     assert not Path(killed.source).exists()
+
+
+def test_the_job_queue_is_bounded(make_service: MakeService) -> None:
+    from hirag_oz.errors import RateLimitedError
+
+    service = make_service(max_pending_jobs=1, workers=1)
+    page = png_bytes(page_of_paragraphs(PARAGRAPHS[0]).image)
+    first = service.submit_upload(page, "a.png")
+    with pytest.raises(RateLimitedError) as refused:
+        service.submit_upload(page, "b.png")
+    assert refused.value.details == {"max_pending": 1} and refused.value.retry_after > 0
+    assert list((service.uploads_dir).iterdir()) == [service.uploads_dir / f"{first.job_id}.bin"]
+    assert wait_for(service, first.job_id).status == "succeeded"
+    assert service.queue.pending() == 0
+    second = service.submit_upload(page, "b.png")
+    assert wait_for(service, second.job_id).reused
