@@ -251,3 +251,46 @@ def test_facts_add_and_query(tmp_path: Path) -> None:
     assert body["total"] == 1 and body["facts"][0]["source_anchor"]["page"] == 2
     listed = runner.invoke(cli, ["facts", "query", "--text", "who owns invoicing?", *data])
     assert "billing | owned_by | payments team" in listed.output and "1 of 1 facts" in listed.output
+
+
+def test_vision_index_search_decode(tmp_path: Path) -> None:
+    from hirag_oz.vision.ocr import tesseract_available
+    from tests.vision_samples import page_of_paragraphs, scanned_pdf, text_pdf
+
+    data = tmp_path / "data"
+    scan = tmp_path / "scan.pdf"
+    scan.write_bytes(scanned_pdf([page_of_paragraphs([["Invoice 4471 total amount due"]]).image]))
+    layer = tmp_path / "layer.pdf"
+    layer.write_bytes(text_pdf([["The Porto depot budget grew by nine percent this year."]]))
+    runner = CliRunner()
+    result = runner.invoke(
+        cli, ["vision", "index", str(layer), "--data-dir", str(data), "--metadata", '{"k": 1}']
+    )
+    assert result.exit_code == 0, result.output
+    assert re.search(
+        r"job_[0-9a-f]{32}  succeeded  doc doc_\w+  pages 1/1  regions 1", result.output
+    )
+    again = runner.invoke(cli, ["vision", "index", str(layer), "--data-dir", str(data)])
+    assert "(already indexed)" in again.output
+    bad = runner.invoke(cli, ["vision", "index", str(layer), "--metadata", "[1]"])
+    assert bad.exit_code == 2 and "must be a JSON object" in bad.output
+    if tesseract_available():
+        scanned = runner.invoke(cli, ["vision", "index", str(scan), "--data-dir", str(data)])
+        assert scanned.exit_code == 0 and "regions 1" in scanned.output
+
+    found = runner.invoke(
+        cli, ["vision", "search", "depot budget", "--data-dir", str(data), "--json"]
+    )
+    assert found.exit_code == 0, found.output
+    region = json.loads(found.output)["regions"][0]
+    assert region["page"] == 1 and "budget" in region["why_relevant"]
+    text = runner.invoke(
+        cli, ["vision", "decode", region["region_id"], "--fidelity", "1x", "--data-dir", str(data)]
+    )
+    assert text.exit_code == 0, text.output
+    assert text.output.splitlines()[1] == "The Porto depot budget grew by nine percent this year."
+    missing = runner.invoke(cli, ["vision", "decode", str(uuid.uuid4()), "--data-dir", str(data)])
+    # `hirag-oz` (main) prints "error: no such region" and exits 2 on this error.
+    from hirag_oz.errors import NotFoundError
+
+    assert isinstance(missing.exception, NotFoundError)

@@ -12,7 +12,7 @@ pytest.importorskip("rapidocr_onnxruntime")
 
 from PIL import Image, ImageDraw, ImageFont
 
-from hirag_oz.vision.models import FIDELITIES, BBox
+from hirag_oz.vision.models import FIDELITIES, BBox, Fidelity
 from hirag_oz.vision.ocr import OcrEngine
 from hirag_oz.vision.rapid import RapidOcrEngine, rapidocr_available
 
@@ -48,7 +48,7 @@ def _render(lines: list[str]) -> tuple[Image.Image, list[BBox]]:
         at = (MARGIN, MARGIN + i * LEADING)
         draw.text(at, line, fill="black", font=font)
         left, top, right, bottom = draw.textbbox(at, line, font=font)
-        boxes.append(BBox(left, top, right - left, bottom - top))
+        boxes.append(BBox(int(left), int(top), int(right - left), int(bottom - top)))
     return image, boxes
 
 
@@ -95,9 +95,9 @@ def test_reads_english_lines_at_1x_with_their_spaces(engine: RapidOcrEngine) -> 
 
 
 @pytest.mark.parametrize("fidelity", FIDELITIES[1:])
-def test_reads_at_lower_fidelities(engine: RapidOcrEngine, fidelity: str) -> None:
+def test_reads_at_lower_fidelities(engine: RapidOcrEngine, fidelity: Fidelity) -> None:
     image, _ = _render(SENTENCES[:2])
-    out = engine.read(image, fidelity)  # type: ignore[arg-type]
+    out = engine.read(image, fidelity)
     assert out.text.count("\n") == 1
     assert _accuracy("\n".join(SENTENCES[:2]), out.text) >= 0.85, out.text
 
