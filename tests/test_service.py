@@ -315,6 +315,7 @@ class _FakeQdrant:
 
     def __init__(self) -> None:
         collections: set[str] = set()
+        created: dict[str, dict[str, Any]] = {}
 
         class Handler(BaseHTTPRequestHandler):
             def _reply(self, result: Any) -> None:
@@ -343,10 +344,11 @@ class _FakeQdrant:
 
             def do_PUT(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
+                body = self.rfile.read(length)
                 parts = self.path.split("?")[0].strip("/").split("/")
                 if len(parts) == 2:
                     collections.add(parts[1])
+                    created[parts[1]] = json.loads(body or b"{}")
                     self._reply(True)
                 else:
                     self._reply({"operation_id": 1, "status": "completed"})
@@ -366,6 +368,7 @@ class _FakeQdrant:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.collections = collections
+        self.created = created
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -377,13 +380,17 @@ class _FakeQdrant:
 
 def test_a_down_qdrant_server_reads_unhealthy(model: OnnxMiniLMEmbedder, tmp_path: Path) -> None:
     qdrant = _FakeQdrant()
-    store = ServerStore.connect(qdrant.url, timeout=2)
+    store = ServerStore.connect(qdrant.url, timeout=2, shard_number=3, replication_factor=2)
     settings = Settings(  # type: ignore[arg-type]
         server={"data_dir": tmp_path}, hirag={"maintenance_enabled": False}
     )
     try:
         with ServerThread(create_app(settings, model=model, store=store)) as server:
             assert {"contexts_immediate", "contexts_longterm"} <= qdrant.collections
+            # Collections are spread over a cluster as configured.
+            created = qdrant.created["contexts_longterm"]
+            assert (created["shard_number"], created["replication_factor"]) == (3, 2)
+            assert "write_consistency_factor" not in created
             assert httpx.get(server.url + "/health/ready").status_code == 200
             health = httpx.get(server.url + "/health").json()
             assert health["components"][0] == {

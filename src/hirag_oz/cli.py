@@ -530,6 +530,50 @@ def vision_decode(
         click.echo(r.text)
 
 
+@cli.command("mcp")
+@_data_dir_option
+@click.option(
+    "--transport",
+    type=click.Choice(["stdio", "http"]),
+    default="stdio",
+    show_default=True,
+    help="stdio: an MCP client starts this command; http: streamable HTTP at /mcp.",
+)
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Bind address for http (loopback)."
+)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8765, show_default=True, help="Port for http."
+)
+@_config_option("TOML config file (overrides the global --config).")
+@click.pass_context
+def mcp_command(
+    ctx: click.Context,
+    data_dir: Path | None,
+    transport: str,
+    host: str,
+    port: int,
+    config: Path | None,
+) -> None:
+    """Serve memory, prompt building, facts and documents as MCP tools. Logs go to stderr;
+    on stdio, stdout carries only the protocol."""
+    if config is not None:
+        ctx.obj["config"] = config
+    if transport == "http" and not is_loopback(host):
+        # The MCP endpoint has no authentication (and index_document reads local files).
+        raise ConfigurationError(
+            f"refusing to serve MCP on {host}: it has no authentication; bind to 127.0.0.1"
+        )
+    from hirag_oz.mcp_server import serve_mcp
+
+    serve_mcp(
+        _settings(ctx, data_dir=data_dir),
+        "http" if transport == "http" else "stdio",
+        host,
+        port,
+    )
+
+
 def _epoch_or_text(value: str | None) -> float | str | None:
     """Epoch seconds as a number, anything else (ISO 8601) for the store to check."""
     if value is None:

@@ -11,6 +11,7 @@ import math
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -59,6 +60,11 @@ class VectorDbSettings(_Section):
     collection_prefix: str = Field("contexts", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     distance: Literal["Cosine", "Dot", "Euclid"] = "Cosine"
     optimize_after_points: int = Field(5000, ge=1)
+    # A Qdrant cluster: how new collections are spread over its nodes (none: the server's own
+    # defaults, one shard, no replicas).
+    shard_number: int | None = Field(None, ge=1, le=1024)
+    replication_factor: int | None = Field(None, ge=1, le=64)
+    write_consistency_factor: int | None = Field(None, ge=1, le=64)
     search_threads: int = Field(
         1,
         ge=1,
@@ -285,6 +291,38 @@ class LoggingSettings(_Section):
     format: Literal["json", "text"] = "json"
 
 
+class TelemetrySettings(_Section):
+    """OpenTelemetry tracing, off unless `otlp_endpoint` is set (`pip install 'hirag-oz[otel]'`)."""
+
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP traces endpoint, e.g. http://collector:4318/v1/traces "
+        "(unset: no tracing).",
+    )
+    service_name: str = Field("hirag-oz", min_length=1, max_length=256)
+    sample_ratio: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Share of new traces kept; a request continuing a caller's trace follows "
+        "the caller's sampling decision.",
+    )
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Headers sent to the collector (e.g. its API key)."
+    )
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+
 class Settings(BaseSettings):
     """Every setting of the service, validated at load."""
 
@@ -306,6 +344,7 @@ class Settings(BaseSettings):
     vision: VisionSettings = Field(default_factory=VisionSettings)
     facts: FactsSettings = Field(default_factory=FactsSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     @classmethod
     def settings_customise_sources(

@@ -20,6 +20,7 @@ from hirag_oz.tokens import TokenCounter, TokenCounterInfo, load_token_counter
 
 if TYPE_CHECKING:
     from hirag_oz.observability.metrics import Metrics
+    from hirag_oz.observability.tracing import Tracing
     from hirag_oz.vision.ocr import OcrEngine
     from hirag_oz.vision.service import VisionService
 
@@ -34,6 +35,9 @@ def build_store(settings: Settings) -> VectorStore:
             api_key=db.api_key.get_secret_value() if db.api_key else None,
             timeout=db.timeout_secs,
             verify=db.tls_verify,
+            shard_number=db.shard_number,
+            replication_factor=db.replication_factor,
+            write_consistency_factor=db.write_consistency_factor,
         )
     from hirag_oz.store.edge import EdgeStore
 
@@ -171,19 +175,25 @@ def build_components(
     tokens: TokenCounterInfo | None = None,
     clock: Clock | None = None,
     metrics: Metrics | None = None,
+    tracing: Tracing | None = None,
     start_jobs: bool = True,
 ) -> Components:
     """Everything a service instance needs. `model` replaces the configured embedding
-    model (it still gets batching, metering and the cache). With `start_jobs`, index jobs
-    left unfinished by an earlier process are queued again."""
+    model (it still gets batching, metering, tracing and the cache). With `tracing` turned
+    on, the model, the store, the summarizers and the OCR engine are wrapped in spans. With
+    `start_jobs`, index jobs left unfinished by an earlier process are queued again."""
     from hirag_oz.embeddings.batching import CoalescingEmbedder
 
+    traced = tracing if tracing is not None and tracing.enabled else None
     breakers: list[CircuitBreaker] = []
     base = model or build_model(settings, breakers)
     if metrics is not None:
         from hirag_oz.observability.metrics import MeteredEmbedder
 
         base = MeteredEmbedder(base, metrics)
+    if traced is not None:
+        remote = model is None and settings.embedding.provider == "openai"
+        base = traced.embedder(base, remote=remote)
     # Concurrent requests each embed one query; one model call for all of them costs much
     # less per text than one call each.
     inner: Embedder = CoalescingEmbedder(base, max_batch=settings.embedding.batch_size)
@@ -193,6 +203,8 @@ def build_components(
         settings.token_estimator.kind, settings.token_estimator.tokens_per_word
     )
     store = store or build_store(settings)
+    if traced is not None:
+        store = traced.store(store)
     memory = HiRAG(
         store,
         cache or inner,
@@ -207,7 +219,15 @@ def build_components(
         from hirag_oz.observability.metrics import MeteredSummarizer
 
         summarizer = MeteredSummarizer(summarizer, metrics)
+    if summarizer is not None and traced is not None:
+        summarizer = traced.summarizer(summarizer, remote=True)
     context = ContextBuilder(memory, tokens.counter, settings.token_budget, summarizer)
+    if traced is not None:
+        # The extractive summarizer: the builder's fallback, and its only one without an LLM.
+        fallback = traced.summarizer(context.fallback)
+        if context.summarizer is context.fallback:
+            context.summarizer = fallback
+        context.fallback = fallback
     facts = FactStore(
         store,
         cache or inner,
@@ -218,13 +238,16 @@ def build_components(
     )
     from hirag_oz.vision.service import VisionService
 
+    engine = build_ocr_engine(settings, breakers)
+    if engine is not None and traced is not None:
+        engine = traced.ocr(engine, remote=engine.name == "deepseek")
     vision = VisionService(
         settings.vision,
         Path(settings.server.data_dir),
         store,
         cache or inner,
         tokens.counter,
-        build_ocr_engine(settings, breakers),
+        engine,
         collection_prefix=settings.vector_db.collection_prefix,
         distance=settings.vector_db.distance,
         observer=metrics,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
@@ -31,7 +32,11 @@ from hirag_oz.embeddings.base import Embedder
 from hirag_oz.factory import build_components
 from hirag_oz.memory.clock import Clock
 from hirag_oz.observability.metrics import Metrics
+from hirag_oz.observability.tracing import Tracing, TracingMiddleware
 from hirag_oz.store.base import VectorStore
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 
 def create_app(
@@ -40,20 +45,30 @@ def create_app(
     model: Embedder | None = None,
     store: VectorStore | None = None,
     clock: Clock | None = None,
+    span_exporter: SpanExporter | None = None,
 ) -> FastAPI:
     """The service over components built from `settings` at start-up and closed at exit.
 
     `model` and `store` replace the configured embedding model and vector store (tests
-    share one loaded model between apps).
+    share one loaded model between apps). `span_exporter` turns tracing on with spans going
+    to it (tests); otherwise `[telemetry] otlp_endpoint` does, and without it tracing is off.
     """
     metrics = Metrics()
     # Built now, so a bad storage URI or proxy list fails at start-up, not on a request.
     limiter = RateLimiter(settings.rate_limit) if settings.rate_limit.enabled else None
+    # Likewise a tracing endpoint without the OpenTelemetry packages.
+    tracing = Tracing(settings.telemetry, span_exporter)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         parts = await run_in_threadpool(
-            build_components, settings, model=model, store=store, clock=clock, metrics=metrics
+            build_components,
+            settings,
+            model=model,
+            store=store,
+            clock=clock,
+            metrics=metrics,
+            tracing=tracing,
         )
         if parts.cache is not None:
             metrics.watch_cache("embedding", parts.cache)
@@ -62,13 +77,18 @@ def create_app(
         metrics.watch_breakers(parts.breakers)
         app.state.components = parts
         app.state.health = build_health(parts)
+        metrics.watch_health(app.state.health.check)
         if settings.hirag.maintenance_enabled:
             parts.memory.start_maintenance()
         try:
             yield
         finally:
             app.state.health.close()
-            await run_in_threadpool(parts.close)
+            try:
+                await run_in_threadpool(parts.close)
+            finally:
+                # Spans still buffered go out now.
+                await run_in_threadpool(tracing.shutdown)
 
     app = FastAPI(
         title="hirag-oz",
@@ -82,6 +102,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.tracing = tracing
     install_error_handlers(app)
     app.include_router(operations_router)
     app.include_router(contexts_router)
@@ -96,6 +117,8 @@ def create_app(
     keys = [k.get_secret_value() for k in settings.server.api_keys]
     app.add_middleware(AuthMiddleware, keys=keys, metrics=metrics)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
+    if tracing.enabled:
+        app.add_middleware(TracingMiddleware, tracing=tracing)
     return app
 
 

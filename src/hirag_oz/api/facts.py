@@ -93,7 +93,7 @@ def query_facts(body: FactQueryRequest, request: Request) -> dict[str, Any]:
         list(page.scores) if page.scores is not None else [None] * len(page.facts)
     )
     return {
-        "facts": [_out(f, score) for f, score in zip(page.facts, scores, strict=True)],
+        "facts": [fact_out(f, score) for f, score in zip(page.facts, scores, strict=True)],
         "total": page.total,
     }
 
@@ -104,7 +104,7 @@ FactId = Annotated[str, Path(description="The fact's id (a UUID).")]
 @router.get("/{fact_id}", response_model=FactOut)
 def get_fact(fact_id: FactId, request: Request, agent_id: str | None = None) -> dict[str, Any]:
     with metrics(request).operation("facts_get"):
-        return _out(_facts(request).get(fact_id, agent_id=agent_id))
+        return fact_out(_facts(request).get(fact_id, agent_id=agent_id))
 
 
 @router.delete("/{fact_id}", response_model=DeletedResponse)
@@ -114,7 +114,7 @@ def delete_fact(fact_id: FactId, request: Request, agent_id: str | None = None) 
     return DeletedResponse(id=fact_id, deleted=True)
 
 
-def _out(fact: Fact, score: float | None = None) -> dict[str, Any]:
+def fact_out(fact: Fact, score: float | None = None) -> dict[str, Any]:
     def iso(value: float | None) -> str | None:
         return None if value is None else to_datetime(value).isoformat()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import pydantic
@@ -24,6 +25,7 @@ from hirag_oz.api.schemas import (
 )
 from hirag_oz.errors import UnsupportedMediaTypeError, ValidationError
 from hirag_oz.vision.jobs import Job
+from hirag_oz.vision.models import DecodedRegion
 from hirag_oz.vision.service import RegionFilters, VisionService
 
 router = APIRouter(prefix="/api/v1/vision", tags=["vision"], responses=ERROR_RESPONSES)
@@ -179,6 +181,10 @@ def decode_regions(body: VisionDecodeRequest, request: Request) -> dict[str, Any
     """Each region's text at the fidelity, in the order of `region_ids`."""
     with metrics(request).operation("vision_decode"):
         results = _vision(request).decode(body.region_ids, body.fidelity, agent_id=body.agent_id)
+    return decoded_out(results)
+
+
+def decoded_out(results: Sequence[DecodedRegion]) -> dict[str, Any]:
     return {
         "results": [
             {

@@ -42,7 +42,7 @@ class ContextBuilder:
         self.memory = memory
         self.counter = counter
         self.budget = budget
-        self.fallback = ExtractiveSummarizer(counter)
+        self.fallback: Summarizer = ExtractiveSummarizer(counter)
         self.summarizer: Summarizer = summarizer or self.fallback
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ frequent liveness/readiness polling does not load the model or the store.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -85,7 +86,11 @@ class HealthChecker:
 
     def _run(self) -> SystemHealth:
         started = time.perf_counter()
-        futures = [(c, self._pool.submit(_timed, c.probe)) for c in self.components]
+        # In the caller's context, so a probe's spans belong to the health request's trace.
+        futures = [
+            (c, self._pool.submit(contextvars.copy_context().run, _timed, c.probe))
+            for c in self.components
+        ]
         deadline = started + self.timeout_secs
         results = []
         for component, future in futures:

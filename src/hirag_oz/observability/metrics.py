@@ -26,11 +26,13 @@ from prometheus_client.registry import Collector
 
 from hirag_oz.context.builder import BuiltContext, Summarizer
 from hirag_oz.embeddings.base import Embedder
+from hirag_oz.observability.health import SystemHealth
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 OCR_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 TOKEN_BUCKETS = (50, 100, 250, 500, 1000, 2000, 3750, 5000, 8000, 16000, 32000, 100000)
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+HEALTH_STATES = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -283,6 +285,27 @@ class Metrics:
             size = GaugeMetricFamily(f"{prefix}_entries", f"Entries in the {name} cache.")
             size.add_metric([], cache.size())
             yield from (hits, misses, size)
+
+        self.registry.register(_Callback(produce))
+
+    def watch_health(self, check: Callable[[], SystemHealth]) -> None:
+        """Readiness and each component's status, from the health checker (its short cache
+        keeps scrapes from probing the model and store every time)."""
+
+        def produce() -> Iterator[Metric]:
+            health = check()
+            ready = GaugeMetricFamily(
+                "hirag_ready", "1 when every required component can serve (as /health/ready)."
+            )
+            ready.add_metric([], 1 if health.ready else 0)
+            status = GaugeMetricFamily(
+                "hirag_health_component_status",
+                "Component status: 0 healthy, 1 degraded, 2 unhealthy.",
+                labels=["component"],
+            )
+            for component in health.components:
+                status.add_metric([component.name], HEALTH_STATES[component.status])
+            yield from (ready, status)
 
         self.registry.register(_Callback(produce))
 

@@ -42,18 +42,38 @@ class ServerStore:
     name = "qdrant-server"
     parallel_queries = 16  # mostly waiting on the network, which releases the GIL
 
-    def __init__(self, client: QdrantClient) -> None:
+    def __init__(
+        self,
+        client: QdrantClient,
+        *,
+        shard_number: int | None = None,
+        replication_factor: int | None = None,
+        write_consistency_factor: int | None = None,
+    ) -> None:
         self.client = client
+        self._placement = {
+            "shard_number": shard_number,
+            "replication_factor": replication_factor,
+            "write_consistency_factor": write_consistency_factor,
+        }
         self._local = getattr(client, "_client", None).__class__.__name__ == "QdrantLocal"
 
     @classmethod
     def connect(
-        cls, url: str, api_key: str | None = None, timeout: float = 30.0, verify: bool = True
+        cls,
+        url: str,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        verify: bool = True,
+        **placement: int | None,
     ) -> ServerStore:
+        """`placement`: shard_number, replication_factor, write_consistency_factor of the
+        collections it creates."""
         if url == ":memory:":
-            return cls(QdrantClient(location=":memory:"))
+            return cls(QdrantClient(location=":memory:"), **placement)
         return cls(
-            QdrantClient(url=url, api_key=api_key, timeout=int(max(1, timeout)), verify=verify)
+            QdrantClient(url=url, api_key=api_key, timeout=int(max(1, timeout)), verify=verify),
+            **placement,
         )
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -93,6 +113,7 @@ class ServerStore:
                     DENSE: qm.VectorParams(size=spec.dimension, distance=_DISTANCES[spec.distance])
                 },
                 sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
+                **{k: v for k, v in self._placement.items() if v is not None},
             )
         if self._local:
             return  # local mode has no payload indexes; it filters without them

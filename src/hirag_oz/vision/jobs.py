@@ -4,6 +4,7 @@ unfinished ones again."""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -157,7 +158,8 @@ class JobQueue:
                 )
             self._pending.add(job.job_id)
         self.store.save(job)
-        self._pool.submit(self._work, job.job_id)
+        # In the submitter's context: with tracing on, the job's spans join its request's trace.
+        self._pool.submit(contextvars.copy_context().run, self._work, job.job_id)
         return job
 
     def resume(self) -> list[str]:
