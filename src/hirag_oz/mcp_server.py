@@ -61,7 +61,6 @@ from hirag_oz.errors import (
     HiragError,
     InternalError,
     NotFoundError,
-    PayloadTooLargeError,
     ValidationError,
 )
 from hirag_oz.factory import Components, build_components
@@ -415,19 +414,10 @@ def build_mcp_server(components: Components, *, name: str = "hirag-oz") -> MCPSe
         given = Path(path).expanduser()
         if not given.is_absolute():
             raise ValidationError("path must be absolute", {"field": "path", "path": path})
-        if vision_settings.allowed_paths:
-            resolved = sources.resolve_allowed(given, vision_settings.allowed_paths)
-        else:
-            resolved = given.resolve()
-            if not resolved.is_file():
-                raise NotFoundError("no such file", {"path": path})
-        if resolved.stat().st_size > vision.max_bytes:
-            raise PayloadTooLargeError(
-                f"the document is larger than {vision_settings.max_document_mb} MB "
-                "(vision.max_document_mb)",
-                {"max_bytes": vision.max_bytes},
-            )
-        return resolved.read_bytes(), resolved.name
+        # The caller's own machine: without allowed paths, any file of it.
+        roots = vision_settings.allowed_paths or [Path(given.anchor)]
+        data = sources.read_file(str(given), roots, vision.max_bytes)
+        return data, given.resolve().name
 
     @tool(_WRITES)
     async def index_document(

@@ -125,6 +125,36 @@ class Interrupted(Exception):
     """The service is stopping: the job goes back to the queue for the next start."""
 
 
+def run_job(job: Job, work: Callable[[], None], save: Callable[[Job], None]) -> bool:
+    """Run `work` as the job: running, then succeeded, or failed with the error's envelope
+    (an unexpected error is logged and reads INTERNAL_ERROR). False when the work was
+    interrupted: the job is queued again and has not finished."""
+    job.status, job.started_at = "running", time.time()
+    job.attempts += 1
+    save(job)
+    try:
+        work()
+    except Interrupted:
+        job.status, job.pages_done = "queued", 0
+        save(job)
+        return False
+    except HiragError as exc:
+        job.status, job.error = "failed", exc.to_dict()
+    except Exception as exc:
+        logger.exception("index job %s failed", job.job_id)
+        job.status = "failed"
+        job.error = {
+            "code": "INTERNAL_ERROR",
+            "message": f"indexing failed: {type(exc).__name__}",
+            "details": {},
+        }
+    else:
+        job.status = "succeeded"
+    job.finished_at = time.time()
+    save(job)
+    return True
+
+
 class JobQueue:
     """A bounded pool of workers over a JobStore. At most `max_pending` jobs wait or run at
     once; more are refused with 429 until some finish."""
@@ -197,30 +227,9 @@ class JobQueue:
             job = self.store.load(job_id)
             if job.finished or self._closed:
                 return
-            job.status, job.started_at = "running", time.time()
-            job.attempts += 1
-            self.store.save(job)
-            try:
-                self._run(job, self.store.save)
-            except Interrupted:
-                job.status, job.pages_done = "queued", 0
-                self.store.save(job)
-                return
-            except HiragError as exc:
-                job.status, job.error = "failed", exc.to_dict()
-            except Exception as exc:
-                logger.exception("index job %s failed", job_id)
-                job.status = "failed"
-                job.error = {
-                    "code": "INTERNAL_ERROR",
-                    "message": f"indexing failed: {type(exc).__name__}",
-                    "details": {},
-                }
-            else:
-                job.status = "succeeded"
-            job.finished_at = time.time()
-            self.store.save(job)
-            if self._on_finished is not None:
+            if run_job(job, lambda: self._run(job, self.store.save), self.store.save) and (
+                self._on_finished is not None
+            ):
                 self._on_finished(job)
         finally:
             with self._lock:

@@ -86,6 +86,15 @@ class OcrText:
     text: str
     confidence: float
 
+    @classmethod
+    def of(cls, lines: list[OcrLine]) -> OcrText:
+        """The lines top to bottom, one per row, and their words' mean confidence."""
+        words = [w for line in lines for w in line.words]
+        if not words:
+            return cls("", 0.0)
+        text = "\n".join(line.text for line in lines)
+        return cls(text, sum(w.confidence for w in words) / len(words))
+
 
 @dataclass(frozen=True)
 class Region:

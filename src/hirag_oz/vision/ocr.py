@@ -71,12 +71,7 @@ class TesseractEngine:
     def read(self, image: Image.Image, fidelity: Fidelity) -> OcrText:
         small = resample(image, fidelity)
         # A region is one block of text: segmentation 6 (a single uniform block).
-        lines = self._lines(_pad(small), "--psm 6")
-        words = [w for line in lines for w in line.words]
-        if not words:
-            return OcrText("", 0.0)
-        text = "\n".join(line.text for line in lines)
-        return OcrText(text, sum(w.confidence for w in words) / len(words))
+        return OcrText.of(self._lines(_pad(small), "--psm 6"))
 
     def close(self) -> None:
         return None

@@ -104,12 +104,7 @@ class RapidOcrEngine:
         return self._lines(image)
 
     def read(self, image: Image.Image, fidelity: Fidelity) -> OcrText:
-        lines = self._lines(resample(image, fidelity))
-        words = [w for line in lines for w in line.words]
-        if not words:
-            return OcrText("", 0.0)
-        text = "\n".join(line.text for line in lines)
-        return OcrText(text, sum(w.confidence for w in words) / len(words))
+        return OcrText.of(self._lines(resample(image, fidelity)))
 
     def close(self) -> None:
         with self._lock:

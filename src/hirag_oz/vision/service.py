@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -23,7 +24,6 @@ from hirag_oz.embeddings.base import Embedder
 from hirag_oz.errors import (
     HiragError,
     NotFoundError,
-    PayloadTooLargeError,
     UnavailableError,
     ValidationError,
 )
@@ -42,7 +42,15 @@ from hirag_oz.store.base import (
 from hirag_oz.store.sparse import Bm25Encoder
 from hirag_oz.tokens import TokenCounter
 from hirag_oz.vision import documents, layout, sources
-from hirag_oz.vision.jobs import Interrupted, Job, JobQueue, JobStore, check_job_id, new_job_id
+from hirag_oz.vision.jobs import (
+    Interrupted,
+    Job,
+    JobQueue,
+    JobStore,
+    check_job_id,
+    new_job_id,
+    run_job,
+)
 from hirag_oz.vision.models import (
     FIDELITIES,
     REGION_TYPES,
@@ -206,7 +214,7 @@ class VisionService:
             doc_url, self.settings.allowed_paths, self.settings.allow_private_urls
         )
         if source.kind == "file" and Path(source.location).stat().st_size > self.max_bytes:
-            raise self._too_large()
+            raise sources.too_large(self.max_bytes)
         return self.queue.submit(self._new_job(source, agent_id, metadata, force_reindex))
 
     def submit_upload(
@@ -220,7 +228,7 @@ class VisionService:
     ) -> Job:
         """Queue an uploaded document; its bytes are kept until the job ends."""
         if len(data) > self.max_bytes:
-            raise self._too_large()
+            raise sources.too_large(self.max_bytes)
         documents.detect_kind(data)
         job_id = new_job_id()
         stored = self.uploads_dir / f"{job_id}.bin"
@@ -246,23 +254,14 @@ class VisionService:
         """Index a document now, in this thread (the CLI); `progress(job)` after each page."""
         source = sources.Source("upload", "", Path(name).name[:200])
         job = self._new_job(source, agent_id, metadata, force_reindex)
-        job.status, job.started_at = "running", time.time()
 
         def save(current: Job) -> None:
             self.jobs.save(current)
             if progress is not None:
                 progress(current)
 
-        save(job)
-        try:
-            self._index(job, data, save)
-        except HiragError as exc:
-            job.status, job.error = "failed", exc.to_dict()
-        else:
-            job.status = "succeeded"
-        job.finished_at = time.time()
-        self.jobs.save(job)
-        self._finished(job)
+        if run_job(job, lambda: self._index(job, data, save), save):
+            self._finished(job)
         return job
 
     def job(self, job_id: str) -> Job:
@@ -286,13 +285,6 @@ class VisionService:
             metadata=check_metadata(metadata or {}),
             force_reindex=force_reindex,
             created_at=time.time(),
-        )
-
-    def _too_large(self) -> PayloadTooLargeError:
-        return PayloadTooLargeError(
-            f"the document is larger than {self.settings.max_document_mb} MB "
-            "(vision.max_document_mb)",
-            {"max_bytes": self.max_bytes},
         )
 
     def _run(self, job: Job, save: Callable[[Job], None]) -> None:
@@ -547,7 +539,7 @@ class VisionService:
         key = (point.id, fidelity, backend)
         cached = self.cache.get(key)
         if cached is not None:
-            return DecodedRegion(**{**cached.__dict__, "cached": True})
+            return dataclasses.replace(cached, cached=True)
         if exact:
             text, confidence = str(payload.get("text", "")), 1.0
         else:

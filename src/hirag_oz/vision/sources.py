@@ -140,12 +140,12 @@ def download(url: str, *, max_bytes: int, timeout_secs: float, allow_private: bo
                     _check_type(response.headers.get("content-type"))
                     declared = response.headers.get("content-length")
                     if declared and declared.isdigit() and int(declared) > max_bytes:
-                        raise _too_large(max_bytes)
+                        raise too_large(max_bytes)
                     body = bytearray()
                     for chunk in response.iter_bytes():
                         body += chunk
                         if len(body) > max_bytes:
-                            raise _too_large(max_bytes)
+                            raise too_large(max_bytes)
                     return bytes(body)
             except httpx.TimeoutException as exc:
                 raise UpstreamTimeoutError(
@@ -162,7 +162,7 @@ def read_file(path: str, allowed_paths: Sequence[Path], max_bytes: int) -> bytes
     """The file's bytes, its place checked again (a symlink may have changed since)."""
     resolved = resolve_allowed(Path(path), allowed_paths)
     if resolved.stat().st_size > max_bytes:
-        raise _too_large(max_bytes)
+        raise too_large(max_bytes)
     return resolved.read_bytes()
 
 
@@ -175,7 +175,7 @@ def _check_type(declared: str | None) -> None:
         )
 
 
-def _too_large(max_bytes: int) -> PayloadTooLargeError:
+def too_large(max_bytes: int) -> PayloadTooLargeError:
     return PayloadTooLargeError(
         f"the document is larger than {max_bytes} bytes (vision.max_document_mb)",
         {"max_bytes": max_bytes},
