@@ -12,10 +12,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from PIL import Image
+
+from tests.fake_http import JsonHandler, serving
 
 SECRET = "sk-ocr-SECRET-7"
 READ_TEXT = "Revenue grew by 12%\nin the third quarter."
@@ -90,17 +92,7 @@ def decode_request(body: dict[str, Any]) -> tuple[Image.Image, str]:
 
 
 def _handler(api: FakeOcr) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def _send(self, status: int, payload: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
+    class Handler(JsonHandler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             image, prompt = decode_request(body)
@@ -112,7 +104,7 @@ def _handler(api: FakeOcr) -> type[BaseHTTPRequestHandler]:
                 # Out of flight before the answer is written: once the client has it, it may
                 # send the next request at once.
                 api.leave()
-            self._send(status, payload)
+            self.send_json(status, payload)
 
         def _answer(self, mode: str, prompt: str) -> tuple[int, bytes]:
             if self.path != "/v1/chat/completions":
@@ -144,12 +136,6 @@ def _handler(api: FakeOcr) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def running_fake_ocr() -> Iterator[FakeOcr]:
     api = FakeOcr()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(api))
-    api.port = httpd.server_address[1]
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with serving(_handler(api)) as port:
+        api.port = port
         yield api
-    finally:
-        httpd.shutdown()
-        httpd.server_close()

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from hirag_oz.context.llm import OpenAICompatibleSummarizer, chat_endpoint
 from hirag_oz.errors import UpstreamError, UpstreamTimeoutError
 from hirag_oz.resilience import CircuitBreaker, CircuitOpenError, RetryPolicy
 from hirag_oz.tokens import TokenCounter
+from tests.fake_http import JsonHandler, serving
 
 SECRET = "sk-test-SECRET-42"
 SUMMARY = "Decided: ship Friday. Open: cache warmup. Owner: Alice."
@@ -48,37 +49,27 @@ class FakeChat:
 
 
 def _handler(api: FakeChat) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def _send(self, status: int, payload: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
+    class Handler(JsonHandler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             mode = api.mode(body, {k.lower(): v for k, v in self.headers.items()})
             if self.path != "/v1/chat/completions":
-                self._send(404, b'{"error": {"message": "no such route"}}')
+                self.send_json(404, b'{"error": {"message": "no such route"}}')
                 return
             if mode == "slow":
                 time.sleep(1.0)
             if mode == "500":
-                self._send(500, b'{"error": {"message": "model overloaded"}}')
+                self.send_json(500, b'{"error": {"message": "model overloaded"}}')
                 return
             if mode == "429":
-                self._send(429, b'{"error": {"message": "slow down"}}')
+                self.send_json(429, b'{"error": {"message": "slow down"}}')
                 return
             if mode == "garbage":
-                self._send(200, b"<html>not json")
+                self.send_json(200, b"<html>not json")
                 return
             content = {"long": "word " * 2000, "empty": ""}.get(mode, SUMMARY)
             answer = {"choices": [{"message": {"role": "assistant", "content": content}}]}
-            self._send(200, json.dumps(answer).encode())
+            self.send_json(200, json.dumps(answer).encode())
 
     return Handler
 
@@ -86,13 +77,9 @@ def _handler(api: FakeChat) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture
 def chat() -> Iterator[FakeChat]:
     api = FakeChat()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(api))
-    api.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield api
-    server.shutdown()
-    server.server_close()
+    with serving(_handler(api)) as port:
+        api.port = port
+        yield api
 
 
 def _summarizer(chat: FakeChat, counter: TokenCounter, **kw: Any) -> OpenAICompatibleSummarizer:

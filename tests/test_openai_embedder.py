@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
@@ -23,6 +24,7 @@ from hirag_oz.errors import (
     UpstreamTimeoutError,
 )
 from hirag_oz.resilience import CircuitBreaker, CircuitOpenError
+from tests.fake_http import JsonHandler, serving
 
 SECRET = "sk-test-SECRET-0123456789"
 DIM = 4
@@ -69,21 +71,11 @@ class FakeAPI:
 
 
 def _make_handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
+    class Handler(JsonHandler):
         def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(body)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up (timeout test)
+            # The client may have given up (timeout test).
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.send_json(status, body, headers)
 
         def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
             self._send(status, json.dumps(payload).encode(), headers)
@@ -130,18 +122,12 @@ def _make_handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture
 def api() -> Iterator[FakeAPI]:
     state = FakeAPI()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(state))
-    server.daemon_threads = True
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        state.stop.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(_make_handler(state)) as port:
+        state.port = port
+        try:
+            yield state
+        finally:
+            state.stop.set()
 
 
 def make(api: FakeAPI, **kw: Any) -> OpenAICompatibleEmbedder:

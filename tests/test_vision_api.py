@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from hirag_oz.api.app import create_app
 from hirag_oz.embeddings.onnx import OnnxMiniLMEmbedder
 from hirag_oz.vision.ocr import tesseract_available
 from tests.conftest import ServerThread, keyed_settings
+from tests.fake_http import JsonHandler, serving
 from tests.vision_samples import page_of_paragraphs, png_bytes, text_pdf
 
 pytestmark = pytest.mark.skipif(not tesseract_available(), reason="tesseract is not installed")
@@ -224,13 +223,10 @@ def test_file_urls_inside_allowed_paths_only(make_server: Any, docs: Path, tmp_p
         assert not wait_job(http, forced.json()["job_id"])["reused"]
 
 
-class _Documents(BaseHTTPRequestHandler):
+class _Documents(JsonHandler):
     """Serves /doc.png, /page.html, /big.png (over the limit), /slow.png, /redirect."""
 
     png = b""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def do_GET(self) -> None:
         if self.path == "/redirect":
@@ -255,12 +251,8 @@ class _Documents(BaseHTTPRequestHandler):
 @pytest.fixture
 def documents_site() -> Iterator[str]:
     _Documents.png = png_bytes(page_of_paragraphs(LINES).image)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Documents)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(_Documents) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_urls_are_guarded_and_fetched_with_limits(make_server: Any, documents_site: str) -> None:
