@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from typing import Any
 
@@ -47,8 +48,31 @@ def envelope(
     status: int, code: str, message: str, details: dict[str, Any] | None = None
 ) -> JSONResponse:
     return JSONResponse(
-        status_code=status, content={"code": code, "message": message, "details": details or {}}
+        status_code=status,
+        content={
+            "code": code,
+            "message": _wire_safe(message),
+            "details": _wire_safe(details or {}),
+        },
     )
+
+
+def _wire_safe(value: Any) -> Any:
+    """`value` with what JSON cannot carry replaced: an error may echo the caller's input,
+    and that input may hold lone surrogates (`\\ud800` is valid JSON) or non-finite numbers."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {_wire_safe(k): _wire_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_wire_safe(v) for v in value]
+    return value
 
 
 def install_error_handlers(app: FastAPI) -> None:

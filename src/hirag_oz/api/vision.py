@@ -121,7 +121,7 @@ def _form_metadata(raw: object) -> dict[str, Any] | None:
         return None
     try:
         value = json.loads(str(raw))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ValidationError("metadata must be a JSON object", {"field": "metadata"}) from None
     if not isinstance(value, dict):
         raise ValidationError("metadata must be a JSON object", {"field": "metadata"})

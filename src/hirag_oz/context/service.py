@@ -20,6 +20,7 @@ from hirag_oz.context.extractive import ExtractiveSummarizer
 from hirag_oz.errors import ValidationError
 from hirag_oz.memory.manager import HiRAG
 from hirag_oz.memory.models import DEFAULT_AGENT
+from hirag_oz.memory.validation import check_unicode
 from hirag_oz.store.base import Filter
 from hirag_oz.tokens import TokenCounter
 
@@ -65,6 +66,14 @@ class ContextBuilder:
         snippets: Sequence[Snippet] = (),
         budget: Mapping[str, int] | None = None,
     ) -> BuiltContext:
+        check_unicode(query, "query")
+        check_unicode(system_prompt, "system_prompt")
+        check_unicode(running_brief, "running_brief")
+        for i, turn in enumerate(recent_turns):
+            check_unicode(turn if isinstance(turn, str) else turn.content, f"recent_turns[{i}]")
+        for i, snippet in enumerate(snippets):
+            check_unicode(snippet.text, f"snippets[{i}].text")
+
         def retrieve(max_tokens: int) -> list[Snippet]:
             found = self.memory.search(
                 query,

@@ -172,6 +172,15 @@ class FactStore:
             value = getattr(anchor, name)
             if isinstance(value, str):
                 check_text(value, f"{where}.source_anchor.{name}", MAX_FIELD_CHARS)
+        page = anchor.page
+        if page is not None and (
+            isinstance(page, bool) or not isinstance(page, int) or not 0 <= page < 2**63
+        ):
+            # Out of range, the store would keep it as a float, and it would no longer read back.
+            raise ValidationError(
+                f"{where}.source_anchor.page must be an integer from 0 to 2**63 - 1",
+                {"field": "source_anchor.page"},
+            )
         observed = check_timestamp(item.observed_at, f"{where}.observed_at")
         observed = self.clock.now() if observed is None else observed
         valid_from = check_timestamp(item.valid_from, f"{where}.valid_from")
@@ -255,9 +264,13 @@ class FactStore:
         if q.offset < 0:
             raise ValidationError("offset must be 0 or more", {"field": "offset"})
         flt = self._filter(q)
+        text = None if q.text is None else check_text(q.text, "text", MAX_TERM_CHARS)
         total = self.backend.count(self.collection, flt)
-        if q.text is not None:
-            text = check_text(q.text, "text", MAX_TERM_CHARS)
+        if q.offset >= total:
+            # Past the end there is nothing to read; asking the store for offset + limit
+            # points would only cost time, or overflow its 64-bit limit.
+            return FactPage([], total, None if text is None else [])
+        if text is not None:
             dense, _ = self.backend.hybrid_search(
                 self.collection,
                 self.embedder.embed([text])[0],

@@ -15,6 +15,7 @@ _ID = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
 _META_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
 MAX_METADATA_BYTES = 16 * 1024
 MAX_METADATA_DEPTH = 4
+INT64 = range(-(2**63), 2**63)
 _ALLOWED_CONTROLS = {"\n", "\t", "\r"}
 
 
@@ -78,9 +79,16 @@ def _check_value(value: Any, where: str, depth: int) -> None:
     elif isinstance(value, str):
         if "\x00" in value:
             raise ValidationError(f"{where} contains a NUL character", {"field": where})
+        if not is_utf8(value):
+            raise ValidationError(
+                f"{where} contains a lone surrogate (not Unicode text)", {"field": where}
+            )
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise ValidationError(f"{where} must be a finite number", {"field": where})
+    elif isinstance(value, int) and not isinstance(value, bool) and value not in INT64:
+        # The store would keep it as a float: it would come back changed.
+        raise ValidationError(f"{where} is outside the 64-bit integer range", {"field": where})
     elif value is not None and not isinstance(value, bool | int):
         raise ValidationError(f"{where} has an unsupported type", {"field": where})
 
@@ -105,3 +113,22 @@ def check_timestamp(value: Any, field: str = "timestamp") -> float | None:
     if not 0 <= value <= 32_503_680_000:  # year 3000
         raise ValidationError(f"{field} is out of range", {"field": field})
     return float(value)
+
+
+def check_unicode(text: str, field: str) -> str:
+    """`text` unless it holds a lone surrogate, which no store, tokenizer or JSON answer
+    can carry."""
+    if not is_utf8(text):
+        raise ValidationError(
+            f"{field} contains a lone surrogate (not Unicode text)", {"field": field}
+        )
+    return text
+
+
+def is_utf8(text: str) -> bool:
+    """False for a string with a lone surrogate (JSON `\\ud800`), which no store can keep."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

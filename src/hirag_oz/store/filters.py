@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from hirag_oz.errors import ValidationError
+from hirag_oz.memory.validation import INT64, is_utf8
 from hirag_oz.store.base import Condition, Filter, Range
 
 _MAX_DEPTH = 4
@@ -98,18 +99,28 @@ def _match(key: str, value: Any, where: str) -> Condition:
                 raise ValidationError(
                     f"{where}.match.any must be all strings or all integers", {"field": where}
                 )
+            for item in items:
+                check_match(item, f"{where}.match.any")
             return Condition(key=key, any_of=tuple(items))
         else:
             raise ValidationError(
                 f"{where}.match must be a value, {{value}} or {{any}}", {"field": where}
             )
+    return Condition(key=key, match=check_match(value, f"{where}.match"))
+
+
+def check_match(value: Any, where: str) -> str | int | float | bool:
+    """`value` if a store can match on it exactly: a string of Unicode text, a 64-bit
+    integer, a finite number or a boolean."""
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValidationError(f"{where}.match must be finite", {"field": where})
+        raise ValidationError(f"{where} must be finite", {"field": where})
     if not isinstance(value, str | int | float | bool):
-        raise ValidationError(
-            f"{where}.match must be a string, number or boolean", {"field": f"{where}.match"}
-        )
-    return Condition(key=key, match=value)
+        raise ValidationError(f"{where} must be a string, number or boolean", {"field": where})
+    if isinstance(value, int) and not isinstance(value, bool) and value not in INT64:
+        raise ValidationError(f"{where} is outside the 64-bit integer range", {"field": where})
+    if isinstance(value, str) and not is_utf8(value):
+        raise ValidationError(f"{where} contains a lone surrogate", {"field": where})
+    return value
 
 
 def _range(key: str, raw: Any, where: str) -> Range:
