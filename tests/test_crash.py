@@ -1,22 +1,46 @@
-"""Crash durability: `kill -9` the real server while concurrent writers store contexts and
-facts, restart it on the same data, and find every acknowledged write."""
+"""Crash durability: `kill -9` the real server while concurrent writers store contexts, facts
+and index documents, and while maintenance moves ShortTerm items into LongTerm or expires them;
+restart it on the same data and find every acknowledged write, each item in exactly one level,
+and every index job finished."""
 
 from __future__ import annotations
 
+import json
 import random
+import re
 import signal
+import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
+from PIL import Image, ImageDraw, ImageFont
 
+from hirag_oz.memory.levels import Level
+from hirag_oz.memory.manager import HiRAG, collection_indexes
+from hirag_oz.store.base import CollectionSpec, PointRecord
+from hirag_oz.store.edge import EdgeStore
 from tests.test_cli import _serve
+from tests.vision_samples import FONT, png_bytes, text_pdf
 
 ROUNDS = 3
 WRITERS = 4
 # The check reads back hundreds of items at once: past the default per-client rate limit.
-ENV = {"HIRAG_RATE_LIMIT__ENABLED": "false"}
+# A small L1 makes Immediate writes move items down to ShortTerm all along; pages rendered at
+# 100 dpi keep the index jobs short.
+ENV = {
+    "HIRAG_RATE_LIMIT__ENABLED": "false",
+    "HIRAG_HIRAG__L1_SIZE": "5",
+    "HIRAG_VISION__RENDER_DPI": "100",
+}
+# Index jobs a writer keeps open at once: some are queued or running at each kill.
+OPEN_JOBS = 3
+TERMINAL = ("succeeded", "failed")
+DIMENSION = 384  # MiniLM
 
 
 def _writer(url: str, stop: threading.Event, acked: list[tuple[str, str, str]], n: int) -> None:
@@ -51,28 +75,179 @@ def _writer(url: str, stop: threading.Event, acked: list[tuple[str, str, str]], 
                 return  # the server is gone
 
 
+@dataclass
+class IndexJob:
+    job_id: str
+    code: str
+    """A word only this document holds."""
+    kind: str
+    status: str
+    """The last status the server answered."""
+    doc_id: str | None = None
+
+
+def _document(code: str, kind: str) -> tuple[str, bytes]:
+    """A one-page document holding `code`: a PDF with a text layer, or a small PNG to OCR."""
+    line = f"Crash ledger entry {code} filed by the vision writer."
+    if kind == "pdf":
+        return f"{code}.pdf", text_pdf([[line]])
+    image = Image.new("RGB", (1100, 120), "white")
+    ImageDraw.Draw(image).text((30, 35), line, font=ImageFont.truetype(FONT, 34), fill="black")
+    return f"{code}.png", png_bytes(image)
+
+
+def _vision_writer(url: str, stop: threading.Event, jobs: list[IndexJob], rnd: int) -> None:
+    """Uploads one-page documents and polls their jobs until the server dies."""
+    with httpx.Client(base_url=url, timeout=10) as http:
+        i = 0
+        while not stop.is_set():
+            try:
+                mine = [j for j in jobs if j.status not in TERMINAL]
+                for job in mine:
+                    r = http.get(f"/api/v1/vision/index/jobs/{job.job_id}")
+                    if r.status_code == 200:
+                        job.status, job.doc_id = r.json()["status"], r.json()["doc_id"]
+                if len(mine) < OPEN_JOBS:
+                    i += 1
+                    kind = "png" if i % 4 == 0 else "pdf"
+                    code = f"zx{rnd}q{i}k{random.randrange(10**6)}"
+                    name, data = _document(code, kind)
+                    r = http.post("/api/v1/vision/index", files={"file": (name, data)})
+                    if r.status_code == 202:
+                        jobs.append(IndexJob(r.json()["job_id"], code, kind, r.json()["status"]))
+                time.sleep(0.05)
+            except httpx.HTTPError:
+                return
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+
+
+def _log_errors(log: Path, offset: int) -> list[str]:
+    """Error lines the server logged after byte `offset` of its log."""
+    found = []
+    for line in log.read_bytes()[offset:].decode(errors="replace").splitlines():
+        try:
+            level = json.loads(line).get("level")
+        except ValueError:
+            level = None
+        if level in ("error", "critical") or "Traceback" in line:
+            found.append(line[:300])
+    return found
+
+
+def _stored_by_level(data: Path) -> dict[Level, dict[str, dict[str, Any]]]:
+    """Every point of every level, read from disk with the server stopped (not through a
+    HiRAG, which would repair what it finds)."""
+    store = EdgeStore(data / "qdrant")
+    try:
+        found = {}
+        for level in Level:
+            name = f"contexts_{level.suffix}"
+            store.ensure_collection(
+                CollectionSpec(name, DIMENSION, "Cosine", collection_indexes({}))
+            )
+            found[level] = {p.id: p.payload for p in store.scroll(name, None, 1_000_000)}
+        return found
+    finally:
+        store.close()
+
+
+def _placement_problems(
+    stored: dict[Level, dict[str, dict[str, Any]]], acked: dict[str, str]
+) -> list[str]:
+    """Every acknowledged item (id -> text) once, in one level, unmarked; no id in two."""
+    problems = []
+    seen: dict[str, Level] = {}
+    for level, points in stored.items():
+        for point_id, payload in points.items():
+            if point_id in seen:
+                problems.append(f"{point_id} is in {seen[point_id].value} and {level.value}")
+            seen[point_id] = level
+            if payload.get("level") != level.value:
+                problems.append(f"{point_id} in {level.value} says {payload.get('level')}")
+            if payload.get("moving_to") is not None:
+                problems.append(f"{point_id} is still marked moving to {payload['moving_to']}")
+    for point_id, text in acked.items():
+        where = seen.get(point_id)
+        if where is None:
+            problems.append(f"acknowledged {point_id} is lost")
+        elif stored[where][point_id].get("text") != text:
+            problems.append(f"acknowledged {point_id} holds other text")
+    return problems
+
+
+def _check_vision_jobs(http: httpx.Client, jobs: list[IndexJob], done_before: set[str]) -> None:
+    """Every job ends within a bounded wait after the restart, each done before the kill is
+    still done, and every finished document is searchable and decodes."""
+    deadline = time.monotonic() + 120
+    pending = list(jobs)
+    while pending and time.monotonic() < deadline:
+        for job in pending:
+            body = http.get(f"/api/v1/vision/index/jobs/{job.job_id}").json()
+            job.status, job.doc_id = body["status"], body["doc_id"]
+        pending = [j for j in pending if j.status not in TERMINAL]
+        time.sleep(0.2)
+    assert pending == [], f"{len(pending)} index jobs never ended after the restart: {pending[:3]}"
+    failed = [j for j in jobs if j.status != "succeeded"]
+    assert failed == [], f"index jobs failed after the restart: {failed[:3]}"
+    assert done_before <= {j.job_id for j in jobs if j.status == "succeeded"}
+    for job in jobs:
+        r = http.post(
+            "/api/v1/vision/search",
+            json={"query": f"ledger entry {job.code}", "filters": {"doc_id": job.doc_id}},
+        )
+        assert r.status_code == 200, r.text
+        regions = r.json()["regions"]
+        assert regions, f"the regions of {job.job_id} ({job.kind}) are not searchable"
+        r = http.post(
+            "/api/v1/vision/decode",
+            json={"region_ids": [g["region_id"] for g in regions], "fidelity": "1x"},
+        )
+        assert r.status_code == 200, r.text
+        text = " ".join(d["text"] for d in r.json()["results"])
+        # A text layer is read exactly; OCR is asked only for a word it reads reliably.
+        expected = job.code if job.kind == "pdf" else "ledger"
+        assert expected in text, f"{job.job_id} ({job.kind}) decodes to {text!r}"
+
+
 def test_every_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
     data, log = tmp_path / "data", tmp_path / "serve.log"
     rng = random.Random(20261125)
     acked: list[tuple[str, str, str]] = []
-    for _ in range(ROUNDS):
+    jobs: list[IndexJob] = []
+    done_before: set[str] = set()
+    open_at_kills = 0  # a job open at two kills counts twice
+    for rnd in range(ROUNDS):
         proc, url = _serve(data, log, ENV)
         stop = threading.Event()
         writers = [
             threading.Thread(target=_writer, args=(url, stop, acked, n), daemon=True)
             for n in range(WRITERS)
         ]
+        writers.append(
+            threading.Thread(target=_vision_writer, args=(url, stop, jobs, rnd), daemon=True)
+        )
         before = len(acked)
         for w in writers:
             w.start()
-        time.sleep(rng.uniform(1.0, 3.0))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        time.sleep(rng.uniform(1.5, 3.0))
+        _kill(proc)
         stop.set()
         for w in writers:
             w.join(timeout=15)
         assert len(acked) > before, "the writers stored nothing before the kill"
+        done_before |= {j.job_id for j in jobs if j.status == "succeeded"}
+        open_at_kills += sum(j.status not in TERMINAL for j in jobs)
 
+    offset = log.stat().st_size
     proc, url = _serve(data, log, ENV)
     try:
         with httpx.Client(base_url=url, timeout=30) as http:
@@ -88,8 +263,177 @@ def test_every_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
                 body = r.json() if r.status_code == 200 else {}
                 if body.get("text", body.get("object")) != text:
                     lost.append((kind, item_id, r.status_code))
+            kinds = {k: sum(a[0] == k for a in acked) for k in ("context", "fact")}
+            print(
+                f"\nkill -9 x{ROUNDS}: acknowledged {kinds}, lost {len(lost)}; index jobs "
+                f"{len(jobs)} ({len(done_before)} done before a kill, open at the kills "
+                f"{open_at_kills} times)"
+            )
             assert lost == [], f"{len(lost)} of {len(acked)} acknowledged writes lost"
             assert len(acked) >= ROUNDS * 10
+            assert done_before, "no index job finished before a kill"
+            assert open_at_kills, "no index job was queued or running at a kill"
+            _check_vision_jobs(http, jobs, done_before)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
+        _stop(proc)
+    assert _log_errors(log, offset) == []
+    contexts = {item_id: text for kind, item_id, text in acked if kind == "context"}
+    problems = _placement_problems(_stored_by_level(data), contexts)
+    assert problems == [], problems[:20]
+    vision = data / "vision"
+    assert list((vision / "uploads").iterdir()) == [], "uploads left behind"
+    assert list((vision / "jobs").glob(".tmp-*")) == [], "partial job files left behind"
+
+
+MAINTENANCE_ROUNDS = 4
+L2_TTL = 0.5
+# Maintenance every 1.5 s moves (or deletes) everything stored more than L2_TTL s before:
+# bursts of several batches, which the kills aim at.
+MAINTENANCE_ENV = {
+    "HIRAG_RATE_LIMIT__ENABLED": "false",
+    "HIRAG_HIRAG__MAINTENANCE_ENABLED": "true",
+    "HIRAG_HIRAG__L2_TTL_SECS": str(L2_TTL),
+    "HIRAG_HIRAG__MAINTENANCE_INTERVAL_SECS": "1.5",
+}
+_INTERRUPTED = re.compile(r"finished (\d+) and undid (\d+) move")
+
+
+def _short_term_writer(
+    url: str, stop: threading.Event, acked: dict[str, tuple[str, float]], n: int, rnd: int
+) -> None:
+    """Stores batches of ShortTerm items until the server dies; records id -> (text, wall
+    time the store was sent: no later than its `stored_at`)."""
+    with httpx.Client(base_url=url, timeout=10) as http:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            texts = [f"round {rnd} writer {n} batch {i} item {k}" for k in range(50)]
+            sent = time.time()
+            try:
+                r = http.post(
+                    "/api/v1/contexts/batch",
+                    json={"items": [{"text": t, "level": "ShortTerm"} for t in texts]},
+                )
+            except httpx.HTTPError:
+                return
+            if r.status_code == 201:
+                acked.update((i, (t, sent)) for i, t in zip(r.json()["ids"], texts, strict=True))
+
+
+def _levels(http: httpx.Client) -> dict[str, int]:
+    levels: dict[str, int] = http.get("/health").json()["store"]["levels"]
+    return levels
+
+
+def _wait_for_burst(http: httpx.Client, mode: str, timeout: float) -> bool:
+    """Until maintenance is at work: LongTerm grows (consolidate) or ShortTerm shrinks
+    (expire) while the writers only add to ShortTerm. False after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    previous = _levels(http)
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        now = _levels(http)
+        if mode == "consolidate" and now["LongTerm"] > previous["LongTerm"]:
+            return True
+        if mode == "expire" and now["ShortTerm"] < previous["ShortTerm"]:
+            return True
+        previous = now
+    return False
+
+
+@pytest.mark.parametrize("mode", ["consolidate", "expire"])
+def test_kill_9_during_l2_maintenance_loses_and_duplicates_nothing(
+    tmp_path: Path, mode: str
+) -> None:
+    data, log = tmp_path / "data", tmp_path / "serve.log"
+    rng = random.Random(20261126)
+    acked: dict[str, tuple[str, float]] = {}
+    in_burst = 0
+    killed_at = 0.0
+    for rnd in range(MAINTENANCE_ROUNDS):
+        proc, url = _serve(data, log, MAINTENANCE_ENV | {"HIRAG_HIRAG__L2_EXPIRY": mode})
+        stop = threading.Event()
+        writers = [
+            threading.Thread(
+                target=_short_term_writer, args=(url, stop, acked, n, rnd), daemon=True
+            )
+            for n in range(2)
+        ]
+        for w in writers:
+            w.start()
+        with httpx.Client(base_url=url, timeout=10) as http:
+            in_burst += _wait_for_burst(http, mode, timeout=15)
+        time.sleep(rng.uniform(0.0, 0.1))
+        killed_at = time.time()
+        _kill(proc)
+        stop.set()
+        for w in writers:
+            w.join(timeout=15)
+
+    # Opened without maintenance: only the start-up repair may fix what the kills left.
+    offset = log.stat().st_size
+    proc, url = _serve(data, log, {"HIRAG_RATE_LIMIT__ENABLED": "false"})
+    try:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            assert http.get("/health/ready").status_code == 200
+            levels = _levels(http)
+            sample = random.Random(1).sample(sorted(acked), min(200, len(acked)))
+            for item_id in sample:
+                r = http.get(f"/api/v1/contexts/{item_id}")
+                if mode == "expire" and r.status_code == 404:
+                    continue
+                assert r.json().get("text") == acked[item_id][0], r.text
+                assert r.json()["level"] in ("ShortTerm", "LongTerm")
+    finally:
+        _stop(proc)
+    assert _log_errors(log, offset) == []
+    stored = _stored_by_level(data)
+    if mode == "consolidate":
+        must_survive = {i: text for i, (text, _) in acked.items()}
+    else:
+        # Expired are only items older than the TTL at a maintenance run, all before the last
+        # kill: those sent within the TTL before it must be kept.
+        must_survive = {i: t for i, (t, when) in acked.items() if when > killed_at - L2_TTL}
+        assert stored[Level.LONG_TERM] == {}, "expiry moved items"
+        assert len(must_survive) > 0
+    problems = _placement_problems(stored, must_survive)
+    repairs = [tuple(map(int, m)) for m in _INTERRUPTED.findall(log.read_text())]
+    print(
+        f"\n{mode} kill -9 x{MAINTENANCE_ROUNDS} ({in_burst} during a burst): {len(acked)} "
+        f"acknowledged, {len(must_survive)} of them checked on disk, levels {levels}, "
+        f"moves finished/undone at restarts {repairs}, problems {len(problems)}"
+    )
+    assert problems == [], problems[:20]
+    assert sum(levels.values()) == sum(len(p) for p in stored.values())
+    assert in_burst >= MAINTENANCE_ROUNDS // 2, "the kills missed maintenance at work"
+    if mode == "consolidate":
+        assert len(stored[Level.LONG_TERM]) > 0, "nothing was consolidated"
+    else:
+        assert sum(len(p) for p in stored.values()) < len(acked), "nothing expired"
+
+
+def test_opening_finishes_or_undoes_interrupted_moves(make_memory: Any, tmp_path: Path) -> None:
+    """The two states a kill inside a move leaves, written by hand: marked originals with and
+    without their copy in the target level."""
+    memory: HiRAG = make_memory(tmp_path / "m")
+    copied = memory.store("the copy reached LongTerm before the kill", "ShortTerm")
+    uncopied = memory.store("the kill came before the copy was written", "ShortTerm")
+    l2, l3 = memory.collections[Level.SHORT_TERM], memory.collections[Level.LONG_TERM]
+    memory.backend.set_payload(l2, [copied.id, uncopied.id], {"moving_to": "LongTerm"})
+    [point] = memory.backend.retrieve(l2, [copied.id], with_vectors=True)
+    assert point.dense is not None and point.sparse is not None
+    payload = {k: v for k, v in point.payload.items() if k != "moving_to"}
+    memory.backend.upsert(
+        l3, [PointRecord(point.id, point.dense, point.sparse, {**payload, "level": "LongTerm"})]
+    )
+    memory.close()
+
+    reopened: HiRAG = make_memory(tmp_path / "m")
+    assert reopened.get(copied.id).level is Level.LONG_TERM
+    assert reopened.get(uncopied.id).level is Level.SHORT_TERM
+    assert reopened.count(Level.SHORT_TERM) == reopened.count(Level.LONG_TERM) == 1
+    [left] = reopened.backend.retrieve(l2, [uncopied.id])
+    assert left.payload.get("moving_to") is None
+    # Unmarked, it moves like any other item.
+    reopened.update(uncopied.id, level="LongTerm")
+    assert reopened.count(Level.LONG_TERM) == 2 and reopened.count(Level.SHORT_TERM) == 0

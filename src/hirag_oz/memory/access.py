@@ -59,14 +59,17 @@ class AccessCounts:
         return 0 if entry is None else entry.added
 
     def read(
-        self, collection: str, ids: Sequence[str], with_vectors: bool = False
-    ) -> list[StoredPoint]:
-        """The points as stored, with the pending accesses added to `access_count`."""
+        self, collections: Sequence[str], ids: Sequence[str], with_vectors: bool = False
+    ) -> list[list[StoredPoint]]:
+        """The points of each collection as stored, with the pending accesses added to
+        `access_count`. All are read under one hold of the lock, which every move between
+        collections takes too: a point moving meanwhile is found once, never missed."""
         with self._lock:
-            points = self._store.retrieve(collection, ids, with_vectors)
-            for p in points:
-                p.payload["access_count"] = _count(p) + self.pending(p.id)
-            return points
+            found = [self._store.retrieve(c, ids, with_vectors) for c in collections]
+            for points in found:
+                for p in points:
+                    p.payload["access_count"] = _count(p) + self.pending(p.id)
+            return found
 
     def record(self, by_collection: Mapping[str, Sequence[str]]) -> dict[str, StoredPoint]:
         """Count one access of each id; returns the points as stored now, with the new counts."""
@@ -94,9 +97,14 @@ class AccessCounts:
 
     @contextmanager
     def settling(self) -> Iterator[Callable[[StoredPoint], dict[str, Any]]]:
-        """For a caller that rewrites points: counting waits, and `settle(point)` returns the
-        point's payload with its pending accesses added and no longer pending, so the
-        caller's write carries them."""
+        """For a caller that rewrites, moves or deletes points: counting and every other
+        such caller wait, and `settle(point)` returns the point's payload with its pending
+        accesses added and no longer pending, so the caller's write carries them (or, for a
+        delete, drops them).
+
+        The caller must read the points it rewrites inside this block: a copy read before
+        it may predate a write made meanwhile (an update, a move, a delete, a flush of
+        counts), and writing it back would undo that write."""
 
         def settle(point: StoredPoint) -> dict[str, Any]:
             entry = self._pending.pop(point.id, None)

@@ -8,12 +8,18 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from hirag_oz.config import HiragSettings
 from hirag_oz.embeddings.base import Embedder
-from hirag_oz.errors import ConfigurationError, NotFoundError, ValidationError
+from hirag_oz.errors import (
+    ConfigurationError,
+    NotFoundError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    ValidationError,
+)
 from hirag_oz.memory.access import AccessCounts
 from hirag_oz.memory.budget import Candidate, select_within_budget
 from hirag_oz.memory.clock import Clock, SystemClock
@@ -51,6 +57,10 @@ from hirag_oz.tokens import TokenCounter, count_many
 
 logger = logging.getLogger(__name__)
 
+# A point on its way to another level carries the target level under this key from just
+# before its copy is written there until it is deleted here; opening the store finishes or
+# undoes the moves a crash interrupted (`HiRAG._finish_moves`).
+_MOVING = "moving_to"
 _CORE_INDEXES: dict[str, FieldType] = {
     "agent_id": "tenant",
     "session_id": "keyword",
@@ -59,6 +69,7 @@ _CORE_INDEXES: dict[str, FieldType] = {
     "timestamp": "float",
     "stored_at": "float",
     "seq": "integer",
+    _MOVING: "keyword",
 }
 _BATCH = 256
 # Integers above this are not all exact as floats.
@@ -118,7 +129,9 @@ class HiRAG:
         self._seq_lock = threading.Lock()
         self._last_seq = 0
         self._rescale_seq()
-        self._l1_lock = threading.Lock()
+        self._finish_moves()
+        # Every write of a point that exists (update, move, delete, access counts) holds
+        # its lock, and reads the point inside it.
         self.access = AccessCounts(store, self.settings.access_flush_secs)
         self._search_slots = threading.BoundedSemaphore(store.parallel_queries)
         self._maintenance_lock = threading.Lock()
@@ -181,11 +194,34 @@ class HiRAG:
             refs.append(StoredRef(point_id, count, level))
             if level is Level.IMMEDIATE:
                 l1_scopes.add((agent, session))
-        for level, points in by_level.items():
-            self.backend.upsert(self.collections[level], points)
+        written: list[tuple[str, list[str]]] = []
+        try:
+            for level, points in by_level.items():
+                self.backend.upsert(self.collections[level], points)
+                written.append((self.collections[level], [p.id for p in points]))
+        except Exception:
+            self._take_back(written)
+            raise
         for agent, session in l1_scopes:
-            self._bound_l1(agent, session)
+            try:
+                self._bound_l1(agent, session)
+            except (UpstreamError, UpstreamTimeoutError) as exc:
+                # The batch is durable, so it is not reported as failed; the next store in
+                # this session bounds Immediate again.
+                logger.warning("could not keep Immediate within l1_size: %s", exc.message)
         return refs
+
+    def _take_back(self, written: list[tuple[str, list[str]]]) -> None:
+        """Deletes the levels of a batch already written when the write of a later level
+        failed, so that a failed batch leaves nothing visible. If the store refuses the
+        delete too (down, or its breaker open by then), those points stay, and are logged."""
+        for collection, ids in written:
+            try:
+                self.backend.delete(collection, ids)
+            except Exception as exc:
+                logger.error(
+                    "a failed batch left %d point(s) in %s (%s): %s", len(ids), collection, exc, ids
+                )
 
     def _check_new(
         self, item: NewContext, where: str
@@ -234,34 +270,86 @@ class HiRAG:
             if rescaled:
                 logger.info("rescaled seq of %d point(s) in %s", rescaled, collection)
 
+    def _finish_moves(self) -> None:
+        """Finish or undo the moves between levels that a crash interrupted (see `_relocate`):
+        a point whose copy reached its target level is deleted where it was, one whose copy
+        did not stays where it was. Either way every item is in exactly one level."""
+        marked = Filter(must=(Condition(_MOVING, any_of=tuple(lvl.value for lvl in Level)),))
+        for source in Level:
+            collection = self.collections[source]
+            finished = undone = 0
+            while points := self.backend.scroll(collection, marked, _BATCH):
+                by_target: dict[Level, list[str]] = {}
+                for p in points:
+                    by_target.setdefault(Level.parse(p.payload[_MOVING]), []).append(p.id)
+                for target, ids in by_target.items():
+                    arrived = (
+                        set()
+                        if target is source
+                        else {p.id for p in self.backend.retrieve(self.collections[target], ids)}
+                    )
+                    self.backend.delete(collection, [i for i in ids if i in arrived])
+                    stayed = [i for i in ids if i not in arrived]
+                    self.backend.set_payload(collection, stayed, {_MOVING: None})
+                    finished += len(arrived)
+                    undone += len(stayed)
+            if finished or undone:
+                logger.warning(
+                    "%s: finished %d and undid %d move(s) interrupted by a crash",
+                    collection,
+                    finished,
+                    undone,
+                )
+
     def _bound_l1(self, agent: str, session: str | None) -> None:
         """Move the oldest Immediate items of a session past `l1_size` down to ShortTerm."""
         scope = _scope_filter(agent, session, None, exact_session=True)
         collection = self.collections[Level.IMMEDIATE]
-        with self._l1_lock:
+        with self.access.settling() as settle:
             excess = self.backend.count(collection, scope) - self.settings.l1_size
             if excess <= 0:
                 return
             oldest = self.backend.scroll(
                 collection, scope, excess, order_by="seq", with_vectors=True
             )
-            self._move(oldest, Level.SHORT_TERM, Level.IMMEDIATE)
+            self._move(oldest, Level.SHORT_TERM, Level.IMMEDIATE, settle)
 
-    def _move(self, points: Sequence[StoredPoint], target: Level, source: Level) -> int:
-        # Write the new copy before deleting the old one: a crash in between leaves a
-        # duplicate (deduplicated by id on read), never a loss.
+    def _move(
+        self,
+        points: Sequence[StoredPoint],
+        target: Level,
+        source: Level,
+        settle: Callable[[StoredPoint], dict[str, Any]],
+    ) -> int:
+        """Move points read inside `self.access.settling()` (which gave `settle`)."""
         now = self.clock.now()
-        with self.access.settling() as settle:
-            records = []
-            for p in points:
-                if p.dense is None or p.sparse is None:
-                    logger.warning("point %s has no vectors; left in %s", p.id, source.value)
-                    continue
-                payload = {**settle(p), "level": target.value, "stored_at": now}
-                records.append(PointRecord(p.id, p.dense, p.sparse, payload))
-            self.backend.upsert(self.collections[target], records)
-            self.backend.delete(self.collections[source], [r.id for r in records])
+        records = []
+        for p in points:
+            if p.dense is None or p.sparse is None:
+                logger.warning("point %s has no vectors; left in %s", p.id, source.value)
+                continue
+            payload = {**settle(p), "level": target.value, "stored_at": now}
+            payload.pop(_MOVING, None)
+            records.append(PointRecord(p.id, p.dense, p.sparse, payload))
+        self._relocate(records, source, target)
         return len(records)
+
+    def _relocate(self, records: Sequence[PointRecord], source: Level, target: Level) -> None:
+        """Write `records` to `target` and delete them from `source`, so that a crash at any
+        point leaves each in exactly one level once the store is opened again.
+
+        The copies keep their ids. The originals are marked with the target first: a crash
+        after the copies were written and before the originals were deleted leaves marked
+        originals whose copies exist, which `_finish_moves` deletes; a crash before leaves
+        marked originals without copies, which it unmarks. A reader meanwhile may see both
+        copies of one id; it keeps the first it meets."""
+        if not records:
+            return
+        ids = [r.id for r in records]
+        origin = self.collections[source]
+        self.backend.set_payload(origin, ids, {_MOVING: target.value})
+        self.backend.upsert(self.collections[target], records)
+        self.backend.delete(origin, ids)
 
     # ---------------------------------------------------------------------------- search
     def search(
@@ -529,21 +617,26 @@ class HiRAG:
                 raise ConfigurationError(f"context {context_id} has no stored vectors")
             payload["level"] = new_level.value
             payload["stored_at"] = self.clock.now()
-            self.backend.upsert(
-                self.collections[new_level], [PointRecord(point.id, dense, sparse, payload)]
-            )
-            if new_level is not old_level:
-                self.backend.delete(self.collections[old_level], [point.id])
+            payload.pop(_MOVING, None)
+            record = PointRecord(point.id, dense, sparse, payload)
+            if new_level is old_level:
+                self.backend.upsert(self.collections[new_level], [record])
+            else:
+                self._relocate([record], old_level, new_level)
         if new_level is Level.IMMEDIATE and old_level is not Level.IMMEDIATE:
             self._bound_l1(payload["agent_id"], payload.get("session_id"))
         return _context(StoredPoint(point.id, payload), new_level)
 
     def delete(self, context_id: str, *, agent_id: str | None = None) -> None:
-        found = self._find(context_id, agent_id, with_vectors=False)
-        if found is None:
-            raise NotFoundError(f"context {context_id} not found", {"id": context_id})
-        for collection in self.collections.values():
-            self.backend.delete(collection, [context_id])
+        # Under the lock of updates and moves: one that read the item before the delete
+        # cannot write it back after.
+        with self.access.settling() as settle:
+            found = self._find(context_id, agent_id, with_vectors=False)
+            if found is None:
+                raise NotFoundError(f"context {context_id} not found", {"id": context_id})
+            settle(found[0])  # its pending accesses go with it
+            for collection in self.collections.values():
+                self.backend.delete(collection, [context_id])
 
     def clear_level(self, level: Level | str, *, agent_id: str | None = None) -> int:
         """Delete every item of a level (only `agent_id`'s when given); returns how many."""
@@ -555,18 +648,24 @@ class HiRAG:
             flt = Filter(must=(Condition("agent_id", match=agent),))
         else:
             flt = Filter(must=(Condition("level", match=lvl.value),))
-        removed = self.backend.count(collection, flt)
-        self.backend.delete_by_filter(collection, flt)
+        with self.access.settling():
+            removed = self.backend.count(collection, flt)
+            self.backend.delete_by_filter(collection, flt)
         return removed
 
     def _find(
         self, context_id: str, agent_id: str | None, with_vectors: bool, counted: bool = False
     ) -> tuple[StoredPoint, Level] | None:
-        """The point and its level; `counted` adds the access counts not yet written."""
+        """The point and its level; `counted` adds the access counts not yet written.
+        Uncounted, the caller holds `self.access.settling()`."""
         _check_id(context_id)
-        for level in Level:
-            read = self.access.read if counted else self.backend.retrieve
-            for p in read(self.collections[level], [context_id], with_vectors):
+        names = [self.collections[level] for level in Level]
+        if counted:
+            found = self.access.read(names, [context_id], with_vectors)
+        else:
+            found = [self.backend.retrieve(name, [context_id], with_vectors) for name in names]
+        for level, points in zip(Level, found, strict=True):
+            for p in points:
                 if not _well_formed(p.payload):
                     continue
                 if agent_id is not None and p.payload.get("agent_id") != agent_id:
@@ -604,25 +703,30 @@ class HiRAG:
                 must=(Condition("stored_at", range=Range(lt=now - self.settings.l2_ttl_secs)),)
             )
             while True:
-                batch = self.backend.scroll(l2, old, _BATCH, with_vectors=True)
-                if not batch:
-                    break
-                if self.settings.l2_expiry == "consolidate":
-                    moved = self._move(batch, Level.LONG_TERM, Level.SHORT_TERM)
-                    consolidated += moved
-                    if moved < len(batch):
-                        break  # points without vectors cannot move; do not spin on them
-                else:
-                    self.backend.delete(l2, [p.id for p in batch])
-                    expired_l2 += len(batch)
+                # One batch at a time under the lock: searches count accesses in between.
+                with self.access.settling() as settle:
+                    batch = self.backend.scroll(l2, old, _BATCH, with_vectors=True)
+                    if not batch:
+                        break
+                    if self.settings.l2_expiry == "expire":
+                        for p in batch:
+                            settle(p)
+                        self.backend.delete(l2, [p.id for p in batch])
+                        expired_l2 += len(batch)
+                        continue
+                    moved = self._move(batch, Level.LONG_TERM, Level.SHORT_TERM, settle)
+                consolidated += moved
+                if moved < len(batch):
+                    break  # points without vectors cannot move; do not spin on them
             if self.settings.l3_ttl_secs is not None:
                 l3 = self.collections[Level.LONG_TERM]
                 stale = Filter(
                     must=(Condition("stored_at", range=Range(lt=now - self.settings.l3_ttl_secs)),)
                 )
-                expired_l3 = self.backend.count(l3, stale)
-                if expired_l3:
-                    self.backend.delete_by_filter(l3, stale)
+                with self.access.settling():
+                    expired_l3 = self.backend.count(l3, stale)
+                    if expired_l3:
+                        self.backend.delete_by_filter(l3, stale)
         if consolidated or expired_l2 or expired_l3:
             logger.info(
                 "maintenance: consolidated=%d expired_l2=%d expired_l3=%d",

@@ -74,6 +74,33 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
+_TMP_PREFIX = ".tmp-"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` in one step: a reader, or a process started after a
+    crash, finds the old content or the new, never part of it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def remove_partial_writes(folder: Path) -> int:
+    """Delete what `write_atomic` left in `folder` when a crash stopped it; returns how many."""
+    removed = 0
+    for leftover in folder.glob(f"{_TMP_PREFIX}*.tmp"):
+        leftover.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 class JobStore:
     """Jobs as JSON files, each replaced atomically on every change."""
 
@@ -88,16 +115,7 @@ class JobStore:
     def save(self, job: Job) -> None:
         data = json.dumps(job.to_dict(), ensure_ascii=False, sort_keys=True).encode()
         with self._lock:
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".job-", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    out.write(data)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(tmp, self.path(job.job_id))
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomic(self.path(job.job_id), data)
 
     def load(self, job_id: str) -> Job:
         try:
@@ -231,6 +249,9 @@ class JobQueue:
                 self._on_finished is not None
             ):
                 self._on_finished(job)
+        except Exception:
+            # The pool would keep the error in a future nobody reads.
+            logger.exception("index job %s could not be run or saved", job_id)
         finally:
             with self._lock:
                 self._pending.discard(job_id)

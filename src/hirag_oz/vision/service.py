@@ -39,6 +39,7 @@ from hirag_oz.store.base import (
     StoredPoint,
     VectorStore,
 )
+from hirag_oz.store.filters import check_match
 from hirag_oz.store.sparse import Bm25Encoder
 from hirag_oz.tokens import TokenCounter
 from hirag_oz.vision import documents, layout, sources
@@ -49,7 +50,9 @@ from hirag_oz.vision.jobs import (
     JobStore,
     check_job_id,
     new_job_id,
+    remove_partial_writes,
     run_job,
+    write_atomic,
 )
 from hirag_oz.vision.models import (
     FIDELITIES,
@@ -187,9 +190,30 @@ class VisionService:
             on_finished=self._finished,
         )
         if start:
+            removed = self._remove_partial_writes()
             resumed = self.queue.resume()
             if resumed:
                 logger.info("re-queued %d unfinished index jobs", len(resumed))
+            removed += self._remove_stale_uploads(set(resumed))
+            if removed:
+                logger.info("removed %d file(s) left by an interrupted process", removed)
+
+    def _remove_partial_writes(self) -> int:
+        """What an earlier process was writing when it was killed (before jobs run again)."""
+        removed = remove_partial_writes(self.jobs.folder)
+        for folder in self.docs_dir.iterdir():
+            if folder.is_dir():
+                removed += remove_partial_writes(folder)
+        return removed
+
+    def _remove_stale_uploads(self, unfinished: set[str]) -> int:
+        """Uploads an earlier process kept for a job it never saved or that has finished."""
+        removed = 0
+        for upload in self.uploads_dir.glob("job_*.bin"):
+            if upload.stem not in unfinished:
+                upload.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     @property
     def engine_name(self) -> str | None:
@@ -379,7 +403,9 @@ class VisionService:
             "job_id": job.job_id,
         }
         record_path.parent.mkdir(parents=True, exist_ok=True)
-        record_path.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
+        # Whole or absent after a crash: a partial record would fail every later job of
+        # the same document.
+        write_atomic(record_path, json.dumps(record, ensure_ascii=False).encode())
 
     def _index_page(self, job: Job, doc_id: str, page: documents.Page) -> int:
         image_path = self.pages_dir / doc_id / f"{page.number}.png"
@@ -480,9 +506,9 @@ class VisionService:
     def _filter(self, agent_id: str, filters: RegionFilters) -> Filter:
         must: list[Condition | Filter] = [Condition("agent_id", match=agent_id)]
         if filters.doc_id is not None:
-            must.append(Condition("doc_id", match=filters.doc_id))
+            must.append(Condition("doc_id", match=check_match(filters.doc_id, "filters.doc_id")))
         if filters.page is not None:
-            must.append(Condition("page", match=filters.page))
+            must.append(Condition("page", match=check_match(filters.page, "filters.page")))
         if filters.types:
             unknown = [t for t in filters.types if t not in REGION_TYPES]
             if unknown:
@@ -496,7 +522,8 @@ class VisionService:
                     "metadata filter keys are 1-64 letters, digits, '_' or '-'",
                     {"field": "filters.metadata", "key": key[:80]},
                 )
-            must.append(Condition(f"metadata.{key}", match=value))
+            where = f"filters.metadata.{key}"
+            must.append(Condition(f"metadata.{key}", match=check_match(value, where)))
         return Filter(must=tuple(must))
 
     # ----------------------------------------------------------------------------- decode
