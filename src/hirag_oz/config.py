@@ -212,6 +212,17 @@ class TokenBudgetSettings(_Section):
         return self
 
 
+class CircuitBreakerSettings(_Section):
+    """The circuit breakers of the remote dependencies (embedding, summarizer, vision_ocr,
+    vector_store): each opens after `failure_threshold` consecutive failures, rejects calls
+    for `reset_timeout_secs`, then lets one probe call through at a time and closes after
+    `success_threshold` successful probes."""
+
+    failure_threshold: int = Field(5, ge=1, le=1000)
+    success_threshold: int = Field(2, ge=1, le=100)
+    reset_timeout_secs: float = Field(30.0, ge=0, le=3600)
+
+
 class TokenEstimatorSettings(_Section):
     kind: Literal["tiktoken", "words"] = "tiktoken"
     tokens_per_word: float = Field(1.3, gt=0)
@@ -340,6 +351,7 @@ class Settings(BaseSettings):
     token_budget: TokenBudgetSettings = Field(default_factory=TokenBudgetSettings)
     token_estimator: TokenEstimatorSettings = Field(default_factory=TokenEstimatorSettings)
     summarizer: SummarizerSettings = Field(default_factory=SummarizerSettings)
+    circuit_breaker: CircuitBreakerSettings = Field(default_factory=CircuitBreakerSettings)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     vision: VisionSettings = Field(default_factory=VisionSettings)
     facts: FactsSettings = Field(default_factory=FactsSettings)

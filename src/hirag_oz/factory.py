@@ -25,7 +25,19 @@ if TYPE_CHECKING:
     from hirag_oz.vision.service import VisionService
 
 
+def build_breaker(settings: Settings, name: str) -> CircuitBreaker:
+    """A circuit breaker for the remote dependency `name`, tuned by `[circuit_breaker]`."""
+    cfg = settings.circuit_breaker
+    return CircuitBreaker(
+        name,
+        failure_threshold=cfg.failure_threshold,
+        success_threshold=cfg.success_threshold,
+        reset_timeout_secs=cfg.reset_timeout_secs,
+    )
+
+
 def build_store(settings: Settings) -> VectorStore:
+    """The configured vector store; a Qdrant server gets a breaker named "vector_store"."""
     db = settings.vector_db
     if db.url:
         from hirag_oz.store.server import ServerStore
@@ -35,6 +47,7 @@ def build_store(settings: Settings) -> VectorStore:
             api_key=db.api_key.get_secret_value() if db.api_key else None,
             timeout=db.timeout_secs,
             verify=db.tls_verify,
+            breaker=build_breaker(settings, "vector_store") if db.url != ":memory:" else None,
             shard_number=db.shard_number,
             replication_factor=db.replication_factor,
             write_consistency_factor=db.write_consistency_factor,
@@ -78,7 +91,7 @@ def build_model(settings: Settings, breakers: list[CircuitBreaker]) -> Embedder:
         from hirag_oz.embeddings.openai import OpenAICompatibleEmbedder
 
         assert cfg.api_url is not None
-        breaker = CircuitBreaker("embedding")
+        breaker = build_breaker(settings, "embedding")
         breakers.append(breaker)
         return OpenAICompatibleEmbedder(
             api_url=cfg.api_url,
@@ -111,7 +124,7 @@ def build_summarizer(
         return None
     from hirag_oz.context.llm import OpenAICompatibleSummarizer
 
-    breaker = CircuitBreaker("summarizer")
+    breaker = build_breaker(settings, "summarizer")
     breakers.append(breaker)
     return OpenAICompatibleSummarizer(
         cfg.endpoint,
@@ -138,7 +151,7 @@ def build_ocr_engine(settings: Settings, breakers: list[CircuitBreaker]) -> OcrE
 
         ds = cfg.deepseek
         assert ds.endpoint is not None
-        breaker = CircuitBreaker("vision_ocr")
+        breaker = build_breaker(settings, "vision_ocr")
         breakers.append(breaker)
         return DeepSeekOcrEngine(
             ds.endpoint,
@@ -203,6 +216,11 @@ def build_components(
         settings.token_estimator.kind, settings.token_estimator.tokens_per_word
     )
     store = store or build_store(settings)
+    # A store with a breaker (a Qdrant server, built here or passed in) shows it in /health
+    # and /metrics like the other remote dependencies.
+    store_breaker = getattr(store, "breaker", None)
+    if isinstance(store_breaker, CircuitBreaker):
+        breakers.append(store_breaker)
     if traced is not None:
         store = traced.store(store)
     memory = HiRAG(

@@ -52,8 +52,12 @@ class CircuitOpenError(UnavailableError):
     "the dependency is unavailable" need not know about breakers; it is never retried.
     """
 
-    def __init__(self, name: str) -> None:
-        super().__init__(f"circuit breaker '{name}' is open", {"name": name})
+    def __init__(
+        self, name: str, message: str | None = None, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(
+            message or f"circuit breaker '{name}' is open", {"name": name, **(details or {})}
+        )
         self.breaker_name = name
 
 

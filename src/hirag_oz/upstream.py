@@ -143,11 +143,10 @@ def map_error(
             f"{what} timed out after {tries} (timeout {timeout:g}s)", details
         )
     if isinstance(exc, httpx.HTTPError):
-        return UnavailableError(
-            f"could not reach the {what} after {tries}: "
-            f"{redact(type(exc).__name__ + ': ' + str(exc), secret)}",
-            details,
-        )
+        reason = redact(type(exc).__name__ + ": " + str(exc), secret)
+        if isinstance(exc, httpx.ConnectError):
+            return UnavailableError(f"could not reach the {what} after {tries}: {reason}", details)
+        return UnavailableError(f"{what} connection failed after {tries}: {reason}", details)
     if isinstance(exc, MalformedResponse):
         return UpstreamError(f"malformed {what} response: {redact(str(exc), secret)}", details)
     details["status"] = exc.status

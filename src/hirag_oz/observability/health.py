@@ -110,7 +110,13 @@ class HealthChecker:
                     component.required,
                 )
             )
-        overall: Status = max((r.status for r in results), key=_RANK.__getitem__, default="healthy")
+        # An optional component that is down (the OCR engine, the breaker of a dependency
+        # with a fallback) leaves the service degraded: everything required still serves.
+        overall: Status = max(
+            (r.status if r.required else _at_most_degraded(r.status) for r in results),
+            key=_RANK.__getitem__,
+            default="healthy",
+        )
         return SystemHealth(
             status=overall,
             uptime_secs=round(time.monotonic() - self._started, 3),
@@ -120,6 +126,10 @@ class HealthChecker:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _at_most_degraded(status: Status) -> Status:
+    return "degraded" if status == "unhealthy" else status
 
 
 def _timed(probe: Probe) -> tuple[Status, str | None, float]:

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
+import httpx
+import pydantic
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
+from qdrant_client.common.client_exceptions import QdrantException, ResourceExhaustedResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from hirag_oz.errors import ConfigurationError, UnavailableError, UpstreamError
+from hirag_oz.errors import (
+    ConfigurationError,
+    HiragError,
+    UnavailableError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from hirag_oz.resilience import CircuitBreaker, CircuitOpenError
 from hirag_oz.store.base import (
     DENSE,
     SPARSE,
@@ -37,7 +49,16 @@ _SCHEMAS: dict[str, Any] = {
 
 
 class ServerStore:
-    """qdrant-client adapter. `QdrantClient(":memory:")` speaks the same API, for tests."""
+    """qdrant-client adapter. `QdrantClient(":memory:")` speaks the same API, for tests.
+
+    Every call to a server goes through `breaker` when there is one: `connect` gives a
+    server URL a breaker named "vector_store" (local mode gets none: there is no remote
+    side to cut off). Timeouts, connection errors, 5xx, 429 and malformed answers count
+    against it; a client error (4xx) means the server answered. Nothing is retried here: a
+    failed write may or may not have been applied (a timeout or a lost answer), and the
+    caller decides. Errors name qdrant and the operation: `UnavailableError` (503, also for
+    an open breaker), `UpstreamTimeoutError` (504) or `UpstreamError` (502).
+    """
 
     name = "qdrant-server"
     parallel_queries = 16  # mostly waiting on the network, which releases the GIL
@@ -49,8 +70,12 @@ class ServerStore:
         shard_number: int | None = None,
         replication_factor: int | None = None,
         write_consistency_factor: int | None = None,
+        breaker: CircuitBreaker | None = None,
+        timeout_secs: float | None = None,
     ) -> None:
         self.client = client
+        self.breaker = breaker
+        self.timeout_secs = timeout_secs
         self._placement = {
             "shard_number": shard_number,
             "replication_factor": replication_factor,
@@ -65,26 +90,87 @@ class ServerStore:
         api_key: str | None = None,
         timeout: float = 30.0,
         verify: bool = True,
+        breaker: CircuitBreaker | None = None,
         **placement: int | None,
     ) -> ServerStore:
         """`placement`: shard_number, replication_factor, write_consistency_factor of the
-        collections it creates."""
+        collections it creates. `timeout` is per request, in whole seconds (qdrant-client
+        takes an int; a fraction is rounded up). `breaker` defaults to a new one named
+        "vector_store" for a server URL."""
         if url == ":memory:":
-            return cls(QdrantClient(location=":memory:"), **placement)
+            return cls(QdrantClient(location=":memory:"), breaker=breaker, **placement)
+        seconds = math.ceil(max(1.0, timeout))
         return cls(
-            QdrantClient(url=url, api_key=api_key, timeout=int(max(1, timeout)), verify=verify),
+            QdrantClient(url=url, api_key=api_key, timeout=seconds, verify=verify),
+            breaker=breaker if breaker is not None else CircuitBreaker("vector_store"),
+            timeout_secs=seconds,
             **placement,
         )
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        breaker = self.breaker
+        if breaker is not None and not breaker.allow():
+            raise CircuitOpenError(
+                breaker.name,
+                f"qdrant {what} not sent: circuit breaker '{breaker.name}' is open after "
+                "repeated failures",
+                {"operation": what},
+            )
         try:
-            return fn(*args, **kwargs)
-        except UnexpectedResponse as exc:
-            raise UpstreamError(
-                f"qdrant {what} failed with HTTP {exc.status_code}", {"operation": what}
-            ) from exc
-        except (ResponseHandlingException, ConnectionError, TimeoutError, OSError) as exc:
-            raise UnavailableError(f"qdrant {what} failed: {exc}", {"operation": what}) from exc
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            mapped = self._upstream_error(what, exc)
+            if breaker is not None:
+                if mapped is not None and mapped[1]:
+                    breaker.record_failure()
+                else:
+                    breaker.record_success()
+            if mapped is None:
+                raise
+            raise mapped[0] from exc
+        if breaker is not None:
+            breaker.record_success()
+        return result
+
+    def _upstream_error(self, what: str, exc: Exception) -> tuple[HiragError, bool] | None:
+        """The service's error for a failed call, and whether it counts against the
+        breaker; None for an error that is not the server's (it is raised as it is)."""
+        details: dict[str, Any] = {"operation": what}
+        if isinstance(exc, UnexpectedResponse):
+            status = exc.status_code
+            details["status"] = status
+            reason = _server_message(exc.content)
+            suffix = f": {reason}" if reason else ""
+            error = UpstreamError(f"qdrant {what} failed with HTTP {status}{suffix}", details)
+            return error, status is None or status == 429 or status >= 500
+        if isinstance(exc, ResourceExhaustedResponse):
+            # qdrant-client raises this, not UnexpectedResponse, for a 429 with Retry-After.
+            details.update(status=429, retry_after=exc.retry_after_s)
+            message = f"qdrant {what} rate limited (HTTP 429, retry after {exc.retry_after_s}s)"
+            return UpstreamError(message, details), True
+        if isinstance(exc, QdrantException):
+            return UpstreamError(f"qdrant {what} failed: {_short(str(exc))}", details), True
+        source: BaseException = exc
+        if isinstance(exc, ResponseHandlingException):
+            source = exc.source
+        if isinstance(source, httpx.TimeoutException | TimeoutError):
+            limit = f" (timeout {self.timeout_secs:g}s)" if self.timeout_secs else ""
+            return UpstreamTimeoutError(f"qdrant {what} timed out{limit}", details), True
+        if isinstance(source, pydantic.ValidationError | json.JSONDecodeError):
+            # qdrant-client lets a 2xx body that is not JSON out as a bare JSONDecodeError.
+            first = str(source).splitlines()[0] if str(source) else type(source).__name__
+            error = UpstreamError(f"malformed qdrant {what} response: {_short(first)}", details)
+            return error, True
+        if isinstance(exc, ResponseHandlingException) or isinstance(
+            source, httpx.HTTPError | ConnectionError | OSError
+        ):
+            reason = _short(f"{type(source).__name__}: {source}")
+            if isinstance(source, httpx.ConnectError | ConnectionRefusedError):
+                message = f"could not reach qdrant for {what}: {reason}"
+            else:
+                message = f"qdrant {what} failed in transit: {reason}"
+            return UnavailableError(message, details), True
+        return None
 
     def ensure_collection(self, spec: CollectionSpec) -> None:
         if self._call("collection_exists", self.client.collection_exists, spec.name):
@@ -287,6 +373,21 @@ class ServerStore:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return " ".join(text.split())[:limit]
+
+
+def _server_message(content: bytes) -> str:
+    """Qdrant's own error text (`status.error`) of an error answer, if it sent one."""
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return ""
+    status = body.get("status") if isinstance(body, dict) else None
+    error = status.get("error") if isinstance(status, dict) else None
+    return _short(error) if isinstance(error, str) else ""
 
 
 def _stored(record: Any) -> StoredPoint:
