@@ -8,8 +8,10 @@ TORCH_PIP_ARGS ?=
 DATA_DIR ?= ./data
 HOST ?= 127.0.0.1
 PORT ?= 8081
+# Extra arguments of bench/report.py for `make bench`, e.g. --quick.
+BENCH_ARGS ?=
 
-.PHONY: install install-dev ocr-engine test-services bench-ocr serve test lint typecheck bench bench-http bench-recall bench-build bench-facts clean
+.PHONY: install install-dev ocr-engine test-services bench-ocr serve test lint typecheck bench bench-store bench-http bench-recall bench-build bench-facts clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,7 +65,12 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
+# The performance report (bench/report.py): every benchmark side by side, about 25 minutes;
+# BENCH_ARGS=--quick for a 3-5 minute run.
 bench: install-dev
+	$(BIN)/python bench/report.py $(BENCH_ARGS)
+
+bench-store: install-dev
 	$(BIN)/python bench/store_search.py
 
 bench-http: install-dev

@@ -461,7 +461,7 @@ async def measure_levels(
             for e in level["error_messages"][:3]:
                 console.print(f"  {e['count']} x {e['error']}", style="red", markup=False)
             report["levels"] = results
-            write_report(args.out, report)  # partial results survive an interrupted run
+            save_partial(args, report)  # partial results survive an interrupted run
     return results
 
 
@@ -731,7 +731,7 @@ async def bench(args: argparse.Namespace, report: dict[str, Any]) -> None:
                 seen = {item["text"] for item in items}
             else:
                 seen = set()
-            write_report(args.out, report)
+            save_partial(args, report)
 
             plan = LoadPlan(
                 url=server.url,
@@ -771,7 +771,14 @@ async def bench(args: argparse.Namespace, report: dict[str, Any]) -> None:
     report["target_result"] = verdict
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def save_partial(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    """The report so far to `args.out`; callers that keep the report themselves pass None."""
+    if args.out is not None:
+        write_report(args.out, report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; other benches build their `bench()` arguments with it too."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument(
         "--clients",
@@ -829,13 +836,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="JSON report (default bench/results/http_load-<UTC timestamp>.json)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if not args.clients or min(args.clients) < 1:
         parser.error("--clients needs positive numbers")
     if not 1 <= args.batch <= 1000:
         parser.error("--batch must be 1..1000")
     if not 0.0 <= args.store_ratio <= 1.0:
         parser.error("--store-ratio must be within 0..1")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
     now = datetime.now(UTC)
     if args.out is None:
         stamp = now.strftime("%Y%m%dT%H%M%SZ")

@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hirag_oz.config import HiragSettings
+from hirag_oz.embeddings.base import Embedder
 from hirag_oz.embeddings.local import LocalMiniLMEmbedder
 from hirag_oz.memory.levels import Level
 from hirag_oz.memory.manager import HiRAG, collection_indexes
@@ -336,7 +337,7 @@ def machine_info() -> dict[str, Any]:
 # ------------------------------------------------------------------------------ 1. ingest
 
 
-def time_bare_embedding(embedder: LocalMiniLMEmbedder, texts: list[str]) -> float:
+def time_bare_embedding(embedder: Embedder, texts: list[str]) -> float:
     started = time.perf_counter()
     for batch in chunks(texts, INGEST_BATCH):
         embedder.embed(batch)
@@ -360,7 +361,7 @@ def ingest_items(texts: list[str], seed: int) -> list[NewContext]:
 
 def time_hirag_ingest(
     store: VectorStore,
-    embedder: LocalMiniLMEmbedder,
+    embedder: Embedder,
     counter: TokenCounter,
     items: list[NewContext],
 ) -> float:
@@ -520,7 +521,15 @@ def unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray[Any, np.dtype[n
     return v
 
 
-def make_corpus(n: int, seed: int, counter: TokenCounter, encoder: Bm25Encoder) -> Corpus:
+def make_corpus(
+    n: int,
+    seed: int,
+    counter: TokenCounter,
+    encoder: Bm25Encoder,
+    vectors: np.ndarray[Any, np.dtype[np.float32]] | None = None,
+) -> Corpus:
+    """`n` points over `make_texts(n, seed)`; `vectors` (one row per text, e.g. the model's)
+    replace the random unit vectors."""
     rng = np.random.default_rng(seed)
     prng = random.Random(seed)
     texts = make_texts(n, seed)
@@ -528,7 +537,7 @@ def make_corpus(n: int, seed: int, counter: TokenCounter, encoder: Bm25Encoder) 
     agents = rng.integers(0, N_AGENTS, n)
     topics = rng.integers(0, N_TOPICS, n)
     now = time.time()
-    seq0 = time.time_ns()
+    seq0 = time.time_ns() // 1000  # microseconds, as the manager writes them
     payloads = []
     for i, text in enumerate(texts):
         agent = int(agents[i])
@@ -550,7 +559,7 @@ def make_corpus(n: int, seed: int, counter: TokenCounter, encoder: Bm25Encoder) 
         )
     return Corpus(
         ids=[str(uuid.UUID(int=prng.getrandbits(128), version=4)) for _ in range(n)],
-        vectors=unit_vectors(rng, n),
+        vectors=unit_vectors(rng, n) if vectors is None else vectors,
         sparse=[encoder.document(t) for t in texts],
         payloads=payloads,
         agents=agents,
