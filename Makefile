@@ -65,7 +65,7 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
-# The performance report (bench/report.py): every benchmark side by side, about 25 minutes;
+# The performance report (bench/report.py): every benchmark side by side, about 13 minutes;
 # BENCH_ARGS=--quick for a 3-5 minute run.
 bench: install-dev
 	$(BIN)/python bench/report.py $(BENCH_ARGS)

@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    python bench/report.py             # the full report, about 20-25 minutes on 2 cores
+    python bench/report.py             # the full report, about 13 minutes on 2 cores
     python bench/report.py --quick     # smaller sizes and shorter HTTP levels, 3-5 minutes
     python bench/report.py --sections scale --sizes 1000000    # one part alone
 
