@@ -62,9 +62,10 @@ def test_ingest_reports_the_bad_line(tmp_path: Path) -> None:
 
 
 def _serve(
-    data: Path, log: Path, env: dict[str, str] | None = None
+    data: Path, log: Path, env: dict[str, str] | None = None, wait: bool = True
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """`hirag-oz serve` as a real process on a free port, its log in `log`."""
+    """`hirag-oz serve` as a real process on a free port, its log in `log`; `wait=False`
+    returns before it listens, for a caller that starts several at once."""
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("HIRAG_")} | {
         "HIRAG_HIRAG__MAINTENANCE_ENABLED": "false",
@@ -86,7 +87,8 @@ def _serve(
             stdout=sink,
             stderr=sink,
         )
-    wait_for_port(port, timeout=120)
+    if wait:
+        wait_for_port(port, timeout=120)
     return proc, f"http://127.0.0.1:{port}"
 
 

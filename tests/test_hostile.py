@@ -13,10 +13,7 @@ import copy
 import io
 import itertools
 import json
-import os
 import signal
-import subprocess
-import sys
 import urllib.parse
 import uuid
 from collections import Counter
@@ -36,7 +33,8 @@ from hirag_oz.embeddings.onnx import OnnxMiniLMEmbedder
 from hirag_oz.errors import ValidationError
 from hirag_oz.memory.levels import Level
 from hirag_oz.tokens import TokenCounter
-from tests.conftest import ServerThread, free_port, keyed_settings, wait_for_port
+from tests.conftest import ServerThread, keyed_settings, wait_for_port
+from tests.test_cli import _serve
 
 KEY = "hostile-" + uuid.uuid4().hex
 AGENT = "hostile-agent"
@@ -1048,33 +1046,6 @@ def test_every_protected_route_refuses_every_bad_key(seeded: Target) -> None:
 
 
 # ------------------------------------------------------------------------------ the logs
-def _start(data: Path, log: Path, level: str, keys: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("HIRAG_")} | {
-        "HIRAG_HIRAG__MAINTENANCE_ENABLED": "false",
-        "HIRAG_API_KEYS": keys,
-        "HIRAG_LOGGING__LEVEL": level,
-        "HIRAG_RATE_LIMIT__ENABLED": "false",
-    }
-    with log.open("ab") as sink:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "hirag_oz.cli",
-                "serve",
-                "--data-dir",
-                str(data),
-                "--port",
-                str(port),
-            ],
-            env=environment,
-            stdout=sink,
-            stderr=sink,
-        )
-    return proc, f"http://127.0.0.1:{port}"
-
-
 def test_keys_and_stored_text_never_reach_the_log(
     tmp_path: Path, model: OnnxMiniLMEmbedder
 ) -> None:
@@ -1083,7 +1054,16 @@ def test_keys_and_stored_text_never_reach_the_log(
     wrong = ["wrong-" + uuid.uuid4().hex, "".join("x" if c != "x" else "y" for c in real)]
     stored_text = "secret-stored-" + uuid.uuid4().hex
     servers = {
-        level: _start(tmp_path / level, tmp_path / f"{level}.log", level, f"{real},{other}")
+        level: _serve(
+            tmp_path / level,
+            tmp_path / f"{level}.log",
+            {
+                "HIRAG_API_KEYS": f"{real},{other}",
+                "HIRAG_LOGGING__LEVEL": level,
+                "HIRAG_RATE_LIMIT__ENABLED": "false",
+            },
+            wait=False,
+        )
         for level in ("info", "debug")
     }
     try:
