@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hirag_oz.errors import HiragError, PayloadTooLargeError
+from hirag_oz.memory.validation import is_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +62,9 @@ def _wire_safe(value: Any) -> Any:
     """`value` with what JSON cannot carry replaced: an error may echo the caller's input,
     and that input may hold lone surrogates (`\\ud800` is valid JSON) or non-finite numbers."""
     if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-        return value
+        if is_utf8(value):
+            return value
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
