@@ -1,7 +1,9 @@
-"""CoalescingEmbedder against a slow, deterministic in-process embedder and the real MiniLM."""
+"""CoalescingEmbedder, and the cache in front of it, against a slow, deterministic in-process
+embedder and the real MiniLM."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import zlib
@@ -9,8 +11,10 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
+from hirag_oz.embeddings import batching
 from hirag_oz.embeddings.base import Embedder
 from hirag_oz.embeddings.batching import CoalescingEmbedder
+from hirag_oz.embeddings.cache import CachedEmbedder
 from hirag_oz.embeddings.onnx import OnnxMiniLMEmbedder
 
 JOIN_SECS = 20.0
@@ -290,3 +294,145 @@ def test_real_minilm_vectors_match_one_by_one_embedding(model: OnnxMiniLMEmbedde
         for text in texts:
             [expected] = minilm.embed([text])
             assert got[text] == pytest.approx(expected, abs=1e-5)
+
+
+def test_the_model_runs_on_one_thread_of_its_own() -> None:
+    seen: set[str] = set()
+
+    class Recording(SlowEmbedder):
+        def embed(self, texts: Sequence[str]) -> list[list[float]]:
+            seen.add(threading.current_thread().name)
+            return super().embed(texts)
+
+    coalescer = CoalescingEmbedder(Recording(delay=0.0))
+    run_concurrently(coalescer, [[f"query {i}"] for i in range(8)])
+    coalescer.embed(["from the test thread"])
+
+    assert seen == {"embedding-batches"}
+    coalescer.close()
+
+
+@pytest.mark.timeout(30)
+def test_submit_answers_an_event_loop_without_blocking_it() -> None:
+    inner = SlowEmbedder(delay=0.05)
+    coalescer = CoalescingEmbedder(inner)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    async def main() -> list[list[list[float]]]:
+        ticker = asyncio.create_task(tick())
+        try:
+            return await asyncio.gather(
+                *(asyncio.wrap_future(coalescer.submit([f"q{i}"])) for i in range(6))
+            )
+        finally:
+            ticker.cancel()
+
+    results = asyncio.run(main())
+
+    assert results == [[vector_for(f"q{i}")] for i in range(6)]
+    # The loop kept running while the model worked (at least two 50 ms batches).
+    assert ticks >= 5
+    assert coalescer.batches < 6
+    coalescer.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_cancelled_call_is_not_embedded_and_the_others_are() -> None:
+    inner = SlowEmbedder(gate_text="first")
+    coalescer = CoalescingEmbedder(inner)
+    first = coalescer.submit(["first"])
+    assert inner.entered.wait(JOIN_SECS)
+    gone = coalescer.submit(["gone"])
+    kept = coalescer.submit(["kept"])
+
+    assert gone.cancel()
+    inner.gate.set()
+
+    assert first.result(JOIN_SECS) == [vector_for("first")]
+    assert kept.result(JOIN_SECS) == [vector_for("kept")]
+    assert inner.received == [["first"], ["kept"]]
+    coalescer.close()
+
+
+@pytest.mark.timeout(30)
+def test_close_finishes_queued_calls_then_refuses_new_ones() -> None:
+    inner = SlowEmbedder(gate_text="first")
+    coalescer = CoalescingEmbedder(inner)
+    futures = [coalescer.submit(["first"])]
+    assert inner.entered.wait(JOIN_SECS)
+    futures += [coalescer.submit([f"queued {i}"]) for i in range(3)]
+    closer = threading.Thread(target=coalescer.close, daemon=True)
+    closer.start()
+    inner.gate.set()
+    join_all([closer])
+
+    assert [f.result(0) for f in futures] == [
+        [vector_for(t)] for t in ["first", "queued 0", "queued 1", "queued 2"]
+    ]
+    with pytest.raises(RuntimeError, match="closed"):
+        coalescer.embed(["late"])
+    coalescer.close()  # a second close is a no-op
+
+
+@pytest.mark.timeout(30)
+def test_cache_submit_answers_hits_at_once_and_sends_misses_to_the_models_thread() -> None:
+    inner = SlowEmbedder(delay=0.0)
+    cache = CachedEmbedder(CoalescingEmbedder(inner))
+    cache.embed(["known"])
+
+    hit = cache.submit(["known"])
+    assert hit.done() and hit.result() == [vector_for("known")]
+    assert inner.received == [["known"]]
+
+    mixed = cache.submit(["new", "known", "new"])
+    assert mixed.result(JOIN_SECS) == [vector_for(t) for t in ["new", "known", "new"]]
+    assert inner.received == [["known"], ["new"]]  # the repeated miss embedded once
+    assert cache.submit(["new"]).done()
+    assert (cache.hits, cache.misses) == (3, 3)
+
+
+@pytest.mark.timeout(30)
+def test_cache_submit_passes_a_failure_on_and_caches_nothing() -> None:
+    inner = SlowEmbedder(delay=0.0, fail_text="boom")
+    cache = CachedEmbedder(CoalescingEmbedder(inner))
+
+    with pytest.raises(InnerFailure):
+        cache.submit(["boom", "fine"]).result(JOIN_SECS)
+    assert cache.size() == 0
+
+
+def test_cache_submit_over_an_embedder_without_a_thread_computes_at_once() -> None:
+    inner = SlowEmbedder(delay=0.0, fail_text="boom")
+    cache = CachedEmbedder(inner)
+
+    done = cache.submit(["plain"])
+    assert done.done() and done.result() == [vector_for("plain")]
+    failed = cache.submit(["boom"])
+    assert failed.done() and isinstance(failed.exception(), InnerFailure)
+
+
+@pytest.mark.timeout(30)
+def test_an_idle_models_thread_ends_and_comes_back_on_the_next_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batching, "IDLE_EXIT_SECS", 0.05)
+    threads: list[threading.Thread] = []
+
+    class Recording(SlowEmbedder):
+        def embed(self, texts: Sequence[str]) -> list[list[float]]:
+            threads.append(threading.current_thread())
+            return super().embed(texts)
+
+    coalescer = CoalescingEmbedder(Recording(delay=0.0))
+
+    assert coalescer.embed(["one"]) == [vector_for("one")]
+    wait_until(lambda: not threads[0].is_alive())
+    assert coalescer.embed(["two"]) == [vector_for("two")]
+    assert threads[1] is not threads[0]
+    coalescer.close()

@@ -12,6 +12,7 @@ import pytest
 import tiktoken
 
 from hirag_oz import HiRAG, Level, NewContext, NotFoundError, ValidationError, parse_filter
+from hirag_oz.errors import ConfigurationError
 from hirag_oz.memory.manager import _scope_filter, candidate_limit
 from hirag_oz.store.base import PointRecord
 from tests.conftest import FakeClock
@@ -460,3 +461,41 @@ def test_a_large_budget_returns_more_than_the_candidate_floor(memory: HiRAG) -> 
     result = memory.search("facts about the garden", 5000, levels=["LongTerm"])
     assert len(result.contexts) == 120
     assert result.total_tokens == sum(c.token_count for c in result.contexts) <= 5000
+
+
+def test_vectors_computed_apart_give_the_same_store_and_search(memory: HiRAG) -> None:
+    items = [
+        NewContext("The staging cluster runs in eu-central-1", "LongTerm"),
+        NewContext("Lunch today was a tomato soup", "ShortTerm"),
+    ]
+    vectors = memory.submit_items(items).result(30)
+    refs = memory.store_many(items, vectors=vectors)
+    query = "Where does the staging cluster run?"
+
+    [query_vector] = memory.submit_query(query).result(30)
+    apart = memory.search(query, 1000, query_vector=query_vector)
+    inline = memory.search(query, 1000)
+
+    assert [c.id for c in apart.contexts] == [c.id for c in inline.contexts]
+    assert apart.contexts[0].id == refs[0].id
+    assert [c.relevance_score for c in apart.contexts] == pytest.approx(
+        [c.relevance_score for c in inline.contexts], abs=1e-4
+    )
+
+
+def test_submitted_embeddings_are_checked_before_the_model_runs(memory: HiRAG) -> None:
+    with pytest.raises(ValidationError) as raised:
+        memory.submit_query("")
+    assert raised.value.details["field"] == "query"
+    with pytest.raises(ValidationError) as raised:
+        memory.submit_items([NewContext("fine"), NewContext("bad\ud800")])
+    assert raised.value.details["field"] == "items[1].text"
+
+
+def test_vectors_passed_in_must_fit_the_items_and_the_model(memory: HiRAG) -> None:
+    dimension = memory.embedder.dimension
+    with pytest.raises(ConfigurationError, match="1 vectors for 2 texts"):
+        memory.store_many([NewContext("a"), NewContext("b")], vectors=[[0.1] * dimension])
+    with pytest.raises(ConfigurationError, match="3-d vector"):
+        memory.search("a", 100, query_vector=[0.1, 0.2, 0.3])
+    assert memory.count() == 0

@@ -10,6 +10,7 @@ from hirag_oz.config import Settings, load_settings
 from hirag_oz.context.builder import Summarizer
 from hirag_oz.context.service import ContextBuilder
 from hirag_oz.embeddings.base import Embedder
+from hirag_oz.embeddings.batching import CoalescingEmbedder
 from hirag_oz.embeddings.cache import CachedEmbedder
 from hirag_oz.facts.store import FactStore
 from hirag_oz.memory.clock import Clock
@@ -68,7 +69,7 @@ class Components:
     settings: Settings
     memory: HiRAG
     store: VectorStore
-    model: Embedder
+    model: CoalescingEmbedder
     """The embedder under the cache: a call to it reaches the model."""
     cache: CachedEmbedder | None
     tokens: TokenCounterInfo
@@ -82,6 +83,7 @@ class Components:
         self.memory.stop_maintenance()
         self.memory.close()
         self.context.close()
+        self.model.close()
 
 
 def build_model(settings: Settings, breakers: list[CircuitBreaker]) -> Embedder:
@@ -195,8 +197,6 @@ def build_components(
     model (it still gets batching, metering, tracing and the cache). With `tracing` turned
     on, the model, the store, the summarizers and the OCR engine are wrapped in spans. With
     `start_jobs`, index jobs left unfinished by an earlier process are queued again."""
-    from hirag_oz.embeddings.batching import CoalescingEmbedder
-
     traced = tracing if tracing is not None and tracing.enabled else None
     breakers: list[CircuitBreaker] = []
     base = model or build_model(settings, breakers)
@@ -209,7 +209,7 @@ def build_components(
         base = traced.embedder(base, remote=remote)
     # Concurrent requests each embed one query; one model call for all of them costs much
     # less per text than one call each.
-    inner: Embedder = CoalescingEmbedder(base, max_batch=settings.embedding.batch_size)
+    inner = CoalescingEmbedder(base, max_batch=settings.embedding.batch_size)
     cfg = settings.embedding
     cache = CachedEmbedder(inner, cfg.cache_size, cfg.cache_ttl_secs) if cfg.cache_enabled else None
     tokens = tokens or load_token_counter(

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.responses import JSONResponse
 
-from hirag_oz.api.deps import components, metrics, require_json
+from hirag_oz.api.deps import components, embed_then, metrics, require_json
 from hirag_oz.api.schemas import (
     ERROR_RESPONSES,
     BatchStoreRequest,
@@ -24,7 +25,7 @@ from hirag_oz.api.schemas import (
 )
 from hirag_oz.memory.levels import Level
 from hirag_oz.memory.manager import HiRAG
-from hirag_oz.memory.models import DEFAULT_AGENT, NewContext
+from hirag_oz.memory.models import DEFAULT_AGENT, NewContext, SearchResult, StoredRef
 from hirag_oz.store.filters import parse_filter
 
 router = APIRouter(
@@ -52,11 +53,21 @@ def _new(item: StoreContextRequest) -> NewContext:
 
 
 @router.post("", status_code=201, response_model=StoreContextResponse)
-def store_context(body: StoreContextRequest, request: Request) -> StoreContextResponse:
+async def store_context(body: StoreContextRequest, request: Request) -> JSONResponse:
     """Store one context; 201 means it is durable."""
+    memory = _memory(request)
+    items = [_new(body)]
+
+    def store(vectors: list[list[float]] | None) -> StoredRef:
+        return memory.store_many(items, vectors=vectors)[0]
+
     with metrics(request).operation("store"):
-        ref = _memory(request).store_many([_new(body)])[0]
-    return StoreContextResponse(id=ref.id, token_count=ref.token_count, level=ref.level.value)
+        ref = await embed_then(memory, memory.submit_items, items, store)
+    # A Response is sent as it is; a returned model would be checked against
+    # `response_model` on a worker thread, one more handoff per request.
+    return JSONResponse(
+        {"id": ref.id, "token_count": ref.token_count, "level": ref.level.value}, 201
+    )
 
 
 @router.post("/batch", status_code=201, response_model=BatchStoreResponse)
@@ -68,22 +79,29 @@ def store_batch(body: BatchStoreRequest, request: Request) -> BatchStoreResponse
 
 
 @router.post("/search", response_model=SearchResponse)
-def search_contexts(body: SearchRequest, request: Request) -> dict[str, object]:
+async def search_contexts(body: SearchRequest, request: Request) -> JSONResponse:
     """The most relevant contexts that fit `max_tokens`, sorted by score."""
+    memory = _memory(request)
     recorder = metrics(request)
-    with recorder.operation("search"):
-        result = _memory(request).search(
+    filters = parse_filter(body.filters)
+
+    def search(vectors: list[list[float]] | None) -> SearchResult:
+        return memory.search(
             body.query,
             body.max_tokens,
             levels=body.levels,
             agent_id=body.agent_id or DEFAULT_AGENT,
             session_id=body.session_id,
             user_id=body.user_id,
-            filters=parse_filter(body.filters),
+            filters=filters,
             as_of=body.as_of,
+            query_vector=None if vectors is None else vectors[0],
         )
+
+    with recorder.operation("search"):
+        result = await embed_then(memory, memory.submit_query, body.query, search)
     recorder.observe_budget("search", result.total_tokens, body.max_tokens)
-    return result.to_dict()
+    return JSONResponse(result.to_dict())
 
 
 @router.post("/delete", response_model=DeletedResponse)

@@ -70,7 +70,12 @@ class OnnxMiniLMEmbedder:
         # The model's cost grows with the padded length of a batch, so texts run in batches
         # of similar token length: a search query batched with a stored paragraph would
         # cost as much as a paragraph. The vectors come back in the input order.
-        encodings = self._tokenizer.encode_batch(list(texts))
+        if len(texts) < PARALLEL_FROM:
+            # `encode_batch` releases the GIL, and on a busy server getting it back costs up to
+            # a switch interval (5 ms), more than encoding a few texts holding it.
+            encodings = [self._tokenizer.encode(text) for text in texts]
+        else:
+            encodings = self._tokenizer.encode_batch(list(texts))
         lengths = [len(e.ids) for e in encodings]
         out: list[list[float]] = [[] for _ in texts]
         for batch in similar_length_batches(lengths, self._batch_size, PAD_RATIO):

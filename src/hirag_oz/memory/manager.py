@@ -9,10 +9,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from hirag_oz.config import HiragSettings
-from hirag_oz.embeddings.base import Embedder
+from hirag_oz.embeddings.base import Embedder, submit
 from hirag_oz.errors import (
     ConfigurationError,
     NotFoundError,
@@ -154,19 +155,18 @@ class HiRAG:
         item = NewContext(text, level, agent_id, session_id, user_id, metadata or {}, timestamp)
         return self.store_many([item])[0]
 
-    def store_many(self, items: Sequence[NewContext]) -> list[StoredRef]:
-        """Store several contexts with one embedding batch and one write per level."""
+    def store_many(
+        self, items: Sequence[NewContext], *, vectors: Sequence[list[float]] | None = None
+    ) -> list[StoredRef]:
+        """Store several contexts with one embedding batch and one write per level.
+
+        `vectors`: the items' embeddings from `submit_items(items)`."""
         if not items:
             return []
-        if len(items) > MAX_BATCH_ITEMS:
-            raise ValidationError(
-                f"a batch holds at most {MAX_BATCH_ITEMS} items (got {len(items)})",
-                {"field": "items", "max_items": MAX_BATCH_ITEMS},
-            )
         now = self.clock.now()
-        checked = [self._check_new(item, f"items[{i}]") for i, item in enumerate(items)]
+        checked = self._check_items(items)
         texts = [c[0] for c in checked]
-        vectors = self._embed(texts)
+        vectors = self._embed(texts) if vectors is None else self._checked(vectors, len(texts))
         tokens = count_many(self.counter, texts)
         by_level: dict[Level, list[PointRecord]] = {}
         refs: list[StoredRef] = []
@@ -223,6 +223,30 @@ class HiRAG:
                     "a failed batch left %d point(s) in %s (%s): %s", len(ids), collection, exc, ids
                 )
 
+    def submit_items(self, items: Sequence[NewContext]) -> Future[list[list[float]]]:
+        """The embeddings `store_many(items)` computes, as a future: the items are checked
+        now (a bad one raises here), the model runs on the embedder's own thread.
+
+        For a caller that keeps the model apart from the rest of a store and then passes
+        the vectors to `store_many(items, vectors=...)`: the HTTP service awaits them on its
+        event loop, where it runs the store calls."""
+        return submit(self.embedder, [c[0] for c in self._check_items(items)])
+
+    def submit_query(self, query: str) -> Future[list[list[float]]]:
+        """The embedding `search(query, ...)` computes, as a future (see `submit_items`);
+        its one vector goes to `search(..., query_vector=...)`."""
+        return submit(self.embedder, [check_text(query, "query", self.settings.max_text_chars)])
+
+    def _check_items(
+        self, items: Sequence[NewContext]
+    ) -> list[tuple[str, Level, str, str | None, str | None, dict[str, Any], float | None]]:
+        if len(items) > MAX_BATCH_ITEMS:
+            raise ValidationError(
+                f"a batch holds at most {MAX_BATCH_ITEMS} items (got {len(items)})",
+                {"field": "items", "max_items": MAX_BATCH_ITEMS},
+            )
+        return [self._check_new(item, f"items[{i}]") for i, item in enumerate(items)]
+
     def _check_new(
         self, item: NewContext, where: str
     ) -> tuple[str, Level, str, str | None, str | None, dict[str, Any], float | None]:
@@ -237,17 +261,17 @@ class HiRAG:
         return text, level, agent, session, user, metadata, ts
 
     def _embed(self, texts: list[str]) -> list[list[float]]:
-        vectors = self.embedder.embed(texts)
-        if len(vectors) != len(texts):
-            raise ConfigurationError(
-                f"embedder returned {len(vectors)} vectors for {len(texts)} texts"
-            )
+        return self._checked(self.embedder.embed(texts), len(texts))
+
+    def _checked(self, vectors: Sequence[list[float]], count: int) -> list[list[float]]:
+        if len(vectors) != count:
+            raise ConfigurationError(f"embedder returned {len(vectors)} vectors for {count} texts")
         for vector in vectors:
             if len(vector) != self.embedder.dimension:
                 raise ConfigurationError(
                     f"embedder returned a {len(vector)}-d vector, expected {self.embedder.dimension}"
                 )
-        return vectors
+        return list(vectors)
 
     def _next_seq(self) -> int:
         # Strictly increasing across calls and restarts: the order L1 demotes in and the
@@ -363,8 +387,11 @@ class HiRAG:
         user_id: str | None = None,
         filters: Filter | None = None,
         as_of: Any = None,
+        query_vector: list[float] | None = None,
     ) -> SearchResult:
-        """The most relevant contexts whose token counts sum to at most `max_tokens`."""
+        """The most relevant contexts whose token counts sum to at most `max_tokens`.
+
+        `query_vector`: the query's embedding from `submit_query(query)`."""
         started = time.perf_counter()
         query = check_text(query, "query", self.settings.max_text_chars)
         if (
@@ -384,7 +411,10 @@ class HiRAG:
         )
         reference = check_timestamp(as_of, "as_of")
         now = reference if reference is not None else self.clock.now()
-        query_vector = self._embed([query])[0]
+        if query_vector is None:
+            query_vector = self._embed([query])[0]
+        else:
+            query_vector = self._checked([query_vector], 1)[0]
         query_sparse = self.sparse.query(query)
         # Searches hold the GIL from here on when the store does: run them `parallel_queries`
         # at a time, as threads interleaving on the GIL cost more CPU for the same work.
