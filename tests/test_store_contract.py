@@ -13,6 +13,7 @@ from hirag_oz.store.base import (
     CollectionSpec,
     Condition,
     Filter,
+    OrderedScroll,
     PointRecord,
     Range,
     SparseVec,
@@ -183,6 +184,37 @@ def test_scroll_order_delete_and_payload(store: VectorStore) -> None:
     store.delete("c", [points[0].id])
     store.delete_by_filter("c", Filter(must=(Condition("agent_id", match="b"),)))
     assert store.count("c") == 1
+
+
+def test_scroll_many_answers_each_scroll_like_scroll_does(store: VectorStore) -> None:
+    _fill(store)
+    fruit = Filter(must=(Condition("agent_id", match="a"),))
+    scrolls = [
+        OrderedScroll(Filter(must=(Condition("seq", range=Range(lt=3)),)), "seq", descending=True),
+        OrderedScroll(Filter(must=(Condition("seq", range=Range(gt=2)),)), "seq"),
+        OrderedScroll(fruit, "seq", descending=True, limit=5),
+        OrderedScroll(Filter(must=(Condition("seq", range=Range(gt=99)),)), "seq"),
+        OrderedScroll(None, "seq", limit=2),
+    ]
+
+    batched = store.scroll_many("c", scrolls)
+
+    one_by_one = [
+        store.scroll("c", s.filter, s.limit, order_by=s.order_by, descending=s.descending)
+        for s in scrolls
+    ]
+    assert [[p.id for p in found] for found in batched] == [
+        [p.id for p in found] for found in one_by_one
+    ]
+    assert [[p.payload["seq"] for p in found] for found in batched] == [
+        [2],
+        [3],
+        [2, 1],
+        [],
+        [1, 2],
+    ]
+    assert batched[0][0].payload == one_by_one[0][0].payload
+    assert store.scroll_many("c", []) == []
 
 
 def test_dimension_mismatch_is_a_clear_error(store: VectorStore) -> None:

@@ -47,6 +47,7 @@ from hirag_oz.store.base import (
     Distance,
     FieldType,
     Filter,
+    OrderedScroll,
     PointRecord,
     Range,
     SparseVec,
@@ -562,17 +563,31 @@ class HiRAG:
                 session, seq = p.payload.get("session_id"), p.payload.get("seq")
                 if isinstance(session, str) and isinstance(seq, int):
                     placed[p.id] = (session, seq)
-        for hit in best:
-            if hit.key not in placed:
-                continue
-            session, seq = placed[hit.key]
-            for descending, bound in ((True, Range(lt=seq)), (False, Range(gt=seq))):
-                near = flt & Filter(
-                    must=(Condition("session_id", match=session), Condition("seq", range=bound))
+        # Both neighbours of every hit of a level in one call.
+        for level in {hit.level for hit in best}:
+            hits = [hit for hit in best if hit.level is level and hit.key in placed]
+            scrolls = [
+                OrderedScroll(
+                    flt
+                    & Filter(
+                        must=(
+                            Condition("session_id", match=placed[hit.key][0]),
+                            Condition("seq", range=bound),
+                        )
+                    ),
+                    "seq",
+                    descending,
                 )
-                for p in self.backend.scroll(
-                    self.collections[hit.level], near, 1, order_by="seq", descending=descending
-                ):
+                for hit in hits
+                for descending, bound in (
+                    (True, Range(lt=placed[hit.key][1])),
+                    (False, Range(gt=placed[hit.key][1])),
+                )
+            ]
+            found_near = self.backend.scroll_many(self.collections[level], scrolls)
+            for i, near in enumerate(found_near):
+                hit = hits[i // 2]
+                for p in near:
                     own = found.get(p.id)
                     if own is not None:
                         found[p.id] = own._replace(

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from hirag_oz.store.base import (
         CollectionSpec,
         Filter,
+        OrderedScroll,
         PointRecord,
         ScoredHit,
         SparseVec,
@@ -360,6 +361,16 @@ class TracedStore:
         with self._span("scroll", collection, **{"db.query.limit": limit}) as span:
             found = self.inner.scroll(collection, flt, limit, order_by, with_vectors, descending)
             span.set_attribute("db.response.returned_rows", len(found))
+            return found
+
+    def scroll_many(
+        self, collection: str, scrolls: Sequence[OrderedScroll]
+    ) -> list[list[StoredPoint]]:
+        with self._span(
+            "scroll_many", collection, **{"db.operation.batch.size": len(scrolls)}
+        ) as span:
+            found = self.inner.scroll_many(collection, scrolls)
+            span.set_attribute("db.response.returned_rows", sum(len(f) for f in found))
             return found
 
     def count(self, collection: str, flt: Filter | None = None) -> int:

@@ -129,6 +129,17 @@ class Filter:
         return not (self.must or self.should or self.must_not or self.has_ids)
 
 
+@dataclass(frozen=True)
+class OrderedScroll:
+    """One scroll of a batch (`VectorStore.scroll_many`): the first `limit` points that
+    match `filter`, in the order of the integer field `order_by`."""
+
+    filter: Filter | None
+    order_by: str
+    descending: bool = False
+    limit: int = 1
+
+
 @dataclass
 class CollectionSpec:
     name: str
@@ -188,6 +199,13 @@ class VectorStore(Protocol):
         with_vectors: bool = False,
         descending: bool = False,
     ) -> list[StoredPoint]: ...
+
+    def scroll_many(
+        self, collection: str, scrolls: Sequence[OrderedScroll]
+    ) -> list[list[StoredPoint]]:
+        """Several ordered scrolls in one call (one round trip to a server), with payload;
+        the results in the order of `scrolls`."""
+        ...
 
     def count(self, collection: str, flt: Filter | None = None) -> int: ...
 

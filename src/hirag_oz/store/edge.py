@@ -19,6 +19,7 @@ from hirag_oz.store.base import (
     CollectionSpec,
     Condition,
     Filter,
+    OrderedScroll,
     PointRecord,
     ScoredHit,
     SparseVec,
@@ -255,6 +256,29 @@ class EdgeStore:
         )
         records, _next = self._get(collection).shard.scroll(request)
         return [_stored(r) for r in records]
+
+    def scroll_many(
+        self, collection: str, scrolls: Sequence[OrderedScroll]
+    ) -> list[list[StoredPoint]]:
+        if not scrolls:
+            return []
+        queries = [
+            qe.QueryRequest(
+                limit=s.limit,
+                query=qe.OrderBy(
+                    key=s.order_by,
+                    direction=qe.Direction.Desc if s.descending else qe.Direction.Asc,
+                ),
+                filter=_filter(s.filter)
+                if s.filter is not None and not s.filter.is_empty()
+                else None,
+                with_payload=True,
+                with_vector=False,
+            )
+            for s in scrolls
+        ]
+        results = self._get(collection).shard.query_batch(qe.QueryBatchRequest(queries))
+        return [[_stored(p) for p in points] for points in results]
 
     def count(self, collection: str, flt: Filter | None = None) -> int:
         request = qe.CountRequest(

@@ -28,6 +28,7 @@ from hirag_oz.store.base import (
     CollectionSpec,
     Condition,
     Filter,
+    OrderedScroll,
     PointRecord,
     ScoredHit,
     SparseVec,
@@ -357,6 +358,32 @@ class ServerStore:
             with_vectors=with_vectors,
         )
         return [_stored(r) for r in records]
+
+    def scroll_many(
+        self, collection: str, scrolls: Sequence[OrderedScroll]
+    ) -> list[list[StoredPoint]]:
+        if not scrolls:
+            return []
+        requests = [
+            qm.QueryRequest(
+                query=qm.OrderByQuery(
+                    order_by=qm.OrderBy(
+                        key=s.order_by,
+                        direction=qm.Direction.DESC if s.descending else qm.Direction.ASC,
+                    )
+                ),
+                filter=_filter(s.filter)
+                if s.filter is not None and not s.filter.is_empty()
+                else None,
+                limit=s.limit,
+                with_payload=True,
+            )
+            for s in scrolls
+        ]
+        responses = self._call(
+            "scroll", self.client.query_batch_points, collection, requests=requests
+        )
+        return [[_stored(p) for p in response.points] for response in responses]
 
     def count(self, collection: str, flt: Filter | None = None) -> int:
         result = self._call(
