@@ -83,7 +83,6 @@ async def search_contexts(body: SearchRequest, request: Request) -> JSONResponse
     """The most relevant contexts that fit `max_tokens`, sorted by score."""
     memory = _memory(request)
     recorder = metrics(request)
-    filters = parse_filter(body.filters)
 
     def search(vectors: list[list[float]] | None) -> SearchResult:
         return memory.search(
@@ -99,6 +98,7 @@ async def search_contexts(body: SearchRequest, request: Request) -> JSONResponse
         )
 
     with recorder.operation("search"):
+        filters = parse_filter(body.filters)  # a bad filter fails before the model runs
         result = await embed_then(memory, memory.submit_query, body.query, search)
     recorder.observe_budget("search", result.total_tokens, body.max_tokens)
     return JSONResponse(result.to_dict())
