@@ -193,7 +193,7 @@ class EdgeStore:
         payload_keys: Sequence[str] | None = None,
     ) -> tuple[list[ScoredHit], list[ScoredHit]]:
         with_payload: bool | list[str] = list(payload_keys) if payload_keys is not None else True
-        edge_filter = _filter(flt) if flt is not None and not flt.is_empty() else None
+        edge_filter = _where(flt)
         queries = [
             qe.QueryRequest(
                 limit=limit,
@@ -249,7 +249,7 @@ class EdgeStore:
         direction = qe.Direction.Desc if descending else qe.Direction.Asc
         request = qe.ScrollRequest(
             limit=limit,
-            filter=_filter(flt) if flt is not None and not flt.is_empty() else None,
+            filter=_where(flt),
             with_payload=True,
             with_vector=bool(with_vectors),
             order_by=qe.OrderBy(key=order_by, direction=direction) if order_by else None,
@@ -269,9 +269,7 @@ class EdgeStore:
                     key=s.order_by,
                     direction=qe.Direction.Desc if s.descending else qe.Direction.Asc,
                 ),
-                filter=_filter(s.filter)
-                if s.filter is not None and not s.filter.is_empty()
-                else None,
+                filter=_where(s.filter),
                 with_payload=True,
                 with_vector=False,
             )
@@ -281,9 +279,7 @@ class EdgeStore:
         return [[_stored(p) for p in points] for points in results]
 
     def count(self, collection: str, flt: Filter | None = None) -> int:
-        request = qe.CountRequest(
-            filter=_filter(flt) if flt is not None and not flt.is_empty() else None, exact=True
-        )
+        request = qe.CountRequest(filter=_where(flt), exact=True)
         return int(self._get(collection).shard.count(request))
 
     def ping(self) -> None:
@@ -399,6 +395,11 @@ def _selected_hit(point: Any) -> ScoredHit:
 
 def _bare_hit(point: Any) -> ScoredHit:
     return ScoredHit(str(point.id), point.score, {})
+
+
+def _where(flt: Filter | None) -> Any:
+    """A request's filter: none for a missing or empty one."""
+    return None if flt is None or flt.is_empty() else _filter(flt)
 
 
 def _filter(flt: Filter | None) -> Any:

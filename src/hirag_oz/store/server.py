@@ -295,7 +295,7 @@ class ServerStore:
         payload_keys: Sequence[str] | None = None,
     ) -> tuple[list[ScoredHit], list[ScoredHit]]:
         with_payload: bool | list[str] = list(payload_keys) if payload_keys is not None else True
-        query_filter = _filter(flt) if flt is not None and not flt.is_empty() else None
+        query_filter = _where(flt)
         requests = [
             qm.QueryRequest(
                 query=dense,
@@ -351,7 +351,7 @@ class ServerStore:
             "scroll",
             self.client.scroll,
             collection,
-            scroll_filter=_filter(flt) if flt is not None and not flt.is_empty() else None,
+            scroll_filter=_where(flt),
             limit=limit,
             order_by=qm.OrderBy(key=order_by, direction=direction) if order_by else None,
             with_payload=True,
@@ -372,9 +372,7 @@ class ServerStore:
                         direction=qm.Direction.DESC if s.descending else qm.Direction.ASC,
                     )
                 ),
-                filter=_filter(s.filter)
-                if s.filter is not None and not s.filter.is_empty()
-                else None,
+                filter=_where(s.filter),
                 limit=s.limit,
                 with_payload=True,
             )
@@ -390,7 +388,7 @@ class ServerStore:
             "count",
             self.client.count,
             collection,
-            count_filter=_filter(flt) if flt is not None and not flt.is_empty() else None,
+            count_filter=_where(flt),
             exact=True,
         )
         return int(result.count)
@@ -423,6 +421,11 @@ def _stored(record: Any) -> StoredPoint:
 
 def _hit(point: Any) -> ScoredHit:
     return scored_hit(point.id, point.score, dict(point.payload or {}))
+
+
+def _where(flt: Filter | None) -> qm.Filter | None:
+    """A request's filter: none for a missing or empty one."""
+    return None if flt is None or flt.is_empty() else _filter(flt)
 
 
 def _filter(flt: Filter) -> qm.Filter:
