@@ -15,7 +15,8 @@ WORKDIR /app
 RUN pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install ".[otel]"
+COPY client ./client
+RUN pip install ./client ".[otel]"
 
 RUN useradd --system --uid 10001 --create-home --home-dir /home/hirag hirag \
     && mkdir -p /data \

@@ -21,12 +21,14 @@ $(VENV)/.torch: | $(BIN)/python
 	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS)
 	touch $@
 
-$(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(BIN)/pip install --quiet -e .
+# The client distribution (client/) is installed from this checkout with the server that
+# depends on it.
+$(VENV)/.installed: pyproject.toml client/pyproject.toml $(VENV)/.torch
+	$(BIN)/pip install --quiet -e ./client -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
-	$(BIN)/pip install --quiet -e ".[dev]"
+$(VENV)/.installed-dev: pyproject.toml client/pyproject.toml $(VENV)/.torch
+	$(BIN)/pip install --quiet -e ./client -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

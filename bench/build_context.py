@@ -34,7 +34,7 @@ from rich.table import Table
 from hirag_oz import NewContext
 from hirag_oz.config import Settings
 from hirag_oz.context import Priority, Snippet, Turn
-from hirag_oz.factory import build_components
+from hirag_oz.service import Hirag
 from store_search import (
     SyntheticVectors,
     console,
@@ -52,7 +52,7 @@ LOAD_BATCH = 1000
 
 
 def load(settings: Settings, items: int, seed: int) -> dict[str, Any]:
-    parts = build_components(settings, model=SyntheticVectors(seed))
+    parts = Hirag(settings, model=SyntheticVectors(seed))
     rng = random.Random(seed)
     texts = make_texts(items, seed)
     started = time.perf_counter()
@@ -69,7 +69,7 @@ def load(settings: Settings, items: int, seed: int) -> dict[str, Any]:
                         session_id=f"agent-{agent}-s{rng.randrange(SESSIONS)}",
                     )
                 )
-            parts.memory.store_many(batch)
+            parts.contexts.store_many(batch)
             done = min(start + LOAD_BATCH, items)
             if done % 20_000 == 0 or done == items:
                 console.print(f"  loaded {done:,} in {time.perf_counter() - started:.0f} s")
@@ -80,7 +80,7 @@ def load(settings: Settings, items: int, seed: int) -> dict[str, Any]:
 
 
 def measure(settings: Settings, builds: int, seed: int) -> dict[str, Any]:
-    parts = build_components(settings)
+    parts = Hirag(settings)
     rng = random.Random(seed + 1)
     queries = make_queries(builds + 20, seed + 1)
     notes = make_texts(400, seed + 2)
@@ -101,7 +101,7 @@ def measure(settings: Settings, builds: int, seed: int) -> dict[str, Any]:
                 Snippet(rng.choice(notes), Priority.LOW, 0.2),
             ]
             started = time.perf_counter()
-            built = parts.context.build(
+            built = parts.prompts.build(
                 query,
                 system_prompt=system,
                 agent_id=agent,

@@ -40,7 +40,7 @@ from rich.table import Table
 
 from hirag_oz import NewContext
 from hirag_oz.config import Settings
-from hirag_oz.factory import build_components
+from hirag_oz.service import Hirag
 from hirag_oz.tokens import TokenCounter
 from store_search import console, machine_info, percentiles, write_report
 
@@ -211,8 +211,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ingest: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="hirag-recall-") as tmp:
         settings = Settings(server={"data_dir": Path(tmp)})
-        parts = build_components(settings)
-        memory, counter = parts.memory, parts.tokens.counter
+        parts = Hirag(settings)
+        memory, counter = parts.contexts, parts.tokens.counter
         try:
             for conv in conversations:
                 texts = [t.text for t in conv.turns]

@@ -30,9 +30,9 @@ from typing import Any
 from rich.table import Table
 
 from hirag_oz.config import Settings
-from hirag_oz.factory import build_components
 from hirag_oz.facts import Anchor, FactQuery, FactStore, NewFact
 from hirag_oz.facts.models import sentence
+from hirag_oz.service import Hirag
 from hirag_oz.store.edge import EdgeStore
 from store_search import SyntheticVectors, console, machine_info, percentiles, write_report
 
@@ -62,7 +62,7 @@ def make_facts(start: int, count: int, seed: int) -> list[NewFact]:
 def insert_rate(settings: Settings, count: int, seed: int) -> dict[str, Any]:
     """Batch by batch, the model alone on the batch's sentences, then the insert of the batch,
     so that both see the same machine state (caches, other load)."""
-    parts = build_components(settings)
+    parts = Hirag(settings)
     facts = make_facts(0, count, seed)
     insert_s = bare_s = 0.0
     try:
@@ -98,7 +98,7 @@ def load_rest(settings: Settings, start: int, total: int, seed: int) -> float:
 
 
 def query_latency(settings: Settings, total: int, queries: int, seed: int) -> dict[str, Any]:
-    parts = build_components(settings)
+    parts = Hirag(settings)
     rng = random.Random(seed + 99)
     kinds = {
         "subject": lambda: FactQuery(subject=f"service-{rng.randrange(total)}"),

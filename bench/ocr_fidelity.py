@@ -38,7 +38,7 @@ from rapidfuzz.distance import Levenshtein
 from rich.table import Table
 
 from hirag_oz.config import Settings
-from hirag_oz.factory import build_components
+from hirag_oz.service import Hirag
 from hirag_oz.vision.models import FIDELITIES
 from store_search import console, fmt_ms, machine_info, pass_fail, percentiles, write_report
 
@@ -189,9 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             hirag={"maintenance_enabled": False},  # type: ignore[arg-type]
             vision={"engine": args.engine},  # type: ignore[arg-type]
         )
-        parts = build_components(settings)
+        parts = Hirag(settings)
         try:
-            vision = parts.vision
+            vision = parts.documents
             if vision.engine is None:
                 console.print("no OCR engine is installed (tesseract or rapidocr)")
                 return 2

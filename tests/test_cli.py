@@ -44,7 +44,18 @@ def test_ingest_search_stats(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "stored 3 contexts" in result.output
 
-    result = runner.invoke(cli, ["search", "who owns billing?", "--data-dir", str(data), "--json"])
+    result = runner.invoke(
+        cli,
+        [
+            "search-contexts",
+            "who owns billing?",
+            "--max-tokens",
+            "1000",
+            "--data-dir",
+            str(data),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     found = json.loads(result.output)
     assert found["contexts"][0]["text"] == "Alice owns the billing service"
@@ -241,17 +252,18 @@ def test_invalid_config_stops_start_up_with_the_key(tmp_path: Path) -> None:
 def test_facts_add_and_query(tmp_path: Path) -> None:
     data = ["--data-dir", str(tmp_path / "d")]
     runner = CliRunner()
-    add = ["facts", "add", "billing", "owned_by", "payments team", "--confidence", "0.9", *data]
-    first = runner.invoke(cli, [*add, "--source-doc", "org.pdf", "--page", "2"])
-    again = runner.invoke(cli, [*add, "--source-doc", "org.pdf", "--page", "2"])
+    add = ["add-fact", "billing", "owned_by", "payments team", "--confidence", "0.9", *data]
+    anchor = ["--source-doc", "org.pdf", "--source-anchor", '{"doc_id": "org.pdf", "page": 2}']
+    first = runner.invoke(cli, [*add, *anchor])
+    again = runner.invoke(cli, [*add, *anchor])
     assert first.exit_code == 0 and first.output.split()[1] == "new", first.output
     assert again.output.split() == [first.output.split()[0], "duplicate"]
-    low = runner.invoke(cli, ["facts", "add", "a", "b", "c", "--confidence", "0.1", *data])
+    low = runner.invoke(cli, ["add-fact", "a", "b", "c", "--confidence", "0.1", *data])
     assert low.exit_code != 0 and "threshold 0.8" in str(low.exception or low.output)
-    shown = runner.invoke(cli, ["facts", "query", "--predicate", "owned_by", "--json", *data])
+    shown = runner.invoke(cli, ["query-facts", "--predicate", "owned_by", "--json", *data])
     body = json.loads(shown.output)
     assert body["total"] == 1 and body["facts"][0]["source_anchor"]["page"] == 2
-    listed = runner.invoke(cli, ["facts", "query", "--text", "who owns invoicing?", *data])
+    listed = runner.invoke(cli, ["query-facts", "--text", "who owns invoicing?", *data])
     assert "billing | owned_by | payments team" in listed.output and "1 of 1 facts" in listed.output
 
 
@@ -266,33 +278,39 @@ def test_vision_index_search_decode(tmp_path: Path) -> None:
     layer.write_bytes(text_pdf([["The Porto depot budget grew by nine percent this year."]]))
     runner = CliRunner()
     result = runner.invoke(
-        cli, ["vision", "index", str(layer), "--data-dir", str(data), "--metadata", '{"k": 1}']
+        cli, ["index-document", str(layer), "--data-dir", str(data), "--metadata", '{"k": 1}']
     )
     assert result.exit_code == 0, result.output
     assert re.search(
         r"job_[0-9a-f]{32}  succeeded  doc doc_\w+  pages 1/1  regions 1", result.output
     )
-    again = runner.invoke(cli, ["vision", "index", str(layer), "--data-dir", str(data)])
+    again = runner.invoke(cli, ["index-document", str(layer), "--data-dir", str(data)])
     assert "(already indexed)" in again.output
-    bad = runner.invoke(cli, ["vision", "index", str(layer), "--metadata", "[1]"])
-    assert bad.exit_code == 2 and "must be a JSON object" in bad.output
+    # A bad --metadata is a ValidationError raised by the command before anything is opened
+    # (`hirag-oz`, main, prints "error: ..." and exits 2 on it), no longer a click usage error.
+    from hirag_oz.errors import NotFoundError, ValidationError
+
+    bad = runner.invoke(cli, ["index-document", str(layer), "--metadata", "[1]"])
+    assert isinstance(bad.exception, ValidationError), bad.output
+    assert [e["field"] for e in bad.exception.details["errors"]] == ["metadata"]
+    unreadable = runner.invoke(cli, ["index-document", str(layer), "--metadata", "{nope"])
+    assert isinstance(unreadable.exception, ValidationError), unreadable.output
+    assert "--metadata must be JSON" in unreadable.exception.message
     if tesseract_available():
-        scanned = runner.invoke(cli, ["vision", "index", str(scan), "--data-dir", str(data)])
+        scanned = runner.invoke(cli, ["index-document", str(scan), "--data-dir", str(data)])
         assert scanned.exit_code == 0 and "regions 1" in scanned.output
 
     found = runner.invoke(
-        cli, ["vision", "search", "depot budget", "--data-dir", str(data), "--json"]
+        cli, ["search-regions", "depot budget", "--data-dir", str(data), "--json"]
     )
     assert found.exit_code == 0, found.output
     region = json.loads(found.output)["regions"][0]
     assert region["page"] == 1 and "budget" in region["why_relevant"]
     text = runner.invoke(
-        cli, ["vision", "decode", region["region_id"], "--fidelity", "1x", "--data-dir", str(data)]
+        cli, ["decode-regions", region["region_id"], "--fidelity", "1x", "--data-dir", str(data)]
     )
     assert text.exit_code == 0, text.output
     assert text.output.splitlines()[1] == "The Porto depot budget grew by nine percent this year."
-    missing = runner.invoke(cli, ["vision", "decode", str(uuid.uuid4()), "--data-dir", str(data)])
+    missing = runner.invoke(cli, ["decode-regions", str(uuid.uuid4()), "--data-dir", str(data)])
     # `hirag-oz` (main) prints "error: no such region" and exits 2 on this error.
-    from hirag_oz.errors import NotFoundError
-
     assert isinstance(missing.exception, NotFoundError)

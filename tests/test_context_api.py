@@ -13,9 +13,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hirag_oz import errors
 from hirag_oz.api.app import create_app
-from hirag_oz.api.schemas import BudgetIn, BuildRequest, SnippetIn, StoreContextRequest, TurnIn
 from hirag_oz.client import AsyncClient, Client
 from hirag_oz.embeddings.onnx import OnnxMiniLMEmbedder
+from hirag_oz_client import catalogue
+from hirag_oz_client.models import (
+    BudgetIn,
+    BuildContextRequest,
+    SnippetIn,
+    StoreContextRequest,
+    TurnIn,
+)
 from tests.conftest import ServerThread, keyed_settings
 from tests.test_llm_summarizer import FakeChat
 from tests.test_llm_summarizer import chat as chat  # the fixture
@@ -36,8 +43,8 @@ def _tokens(text: str) -> int:
 
 def test_a_build_retrieves_folds_and_stays_within_every_slot(server: ServerThread) -> None:
     with Client(server.url, api_key=KEY) as hirag:
-        hirag.store_many(
-            [
+        hirag.store_contexts(
+            items=[
                 StoreContextRequest(
                     text=f"Release note {i}: the payments service moved to region {i}.",
                     level="LongTerm",
@@ -52,15 +59,13 @@ def test_a_build_retrieves_folds_and_stays_within_every_slot(server: ServerThrea
         ]
         turns.append("Which region hosts payments now?")
         built = hirag.build_context(
-            BuildRequest(
-                query="Which region hosts the payments service?",
-                system_prompt="You are the operations assistant.",
-                agent_id="ops",
-                running_brief="We are auditing where services run.",
-                recent_turns=turns,
-                snippets=[SnippetIn(text="Region 7 is being decommissioned.", priority="Critical")],
-                budget=BudgetIn(recent_turns=150, retrieved_context=300, running_brief=200),
-            )
+            query="Which region hosts the payments service?",
+            system_prompt="You are the operations assistant.",
+            agent_id="ops",
+            running_brief="We are auditing where services run.",
+            recent_turns=turns,
+            snippets=[SnippetIn(text="Region 7 is being decommissioned.", priority="Critical")],
+            budget=BudgetIn(recent_turns=150, retrieved_context=300, running_brief=200),
         )
     assert built.messages[0].role == "system"
     assert built.messages[0].content == "You are the operations assistant."
@@ -82,24 +87,20 @@ def test_a_build_retrieves_folds_and_stays_within_every_slot(server: ServerThrea
 def test_budget_overrides_are_validated_like_the_configuration(server: ServerThread) -> None:
     with Client(server.url, api_key=KEY) as hirag:
         with pytest.raises(errors.ValidationError) as too_big:
-            hirag.build_context(
-                BuildRequest(query="q", system_prompt="s", budget=BudgetIn(max_total=1000))
-            )
+            hirag.build_context(query="q", system_prompt="s", budget=BudgetIn(max_total=1000))
         assert "max_total" in too_big.value.message
         with pytest.raises(errors.ValidationError) as no_room:
             hirag.build_context(
-                BuildRequest(
-                    query="q",
-                    system_prompt="word " * 300,
-                    budget=BudgetIn(
-                        system_tokens=100,
-                        running_brief=0,
-                        recent_turns=0,
-                        retrieved_context=0,
-                        completion=700,
-                        max_total=800,
-                    ),
-                )
+                query="q",
+                system_prompt="word " * 300,
+                budget=BudgetIn(
+                    system_tokens=100,
+                    running_brief=0,
+                    recent_turns=0,
+                    retrieved_context=0,
+                    completion=700,
+                    max_total=800,
+                ),
             )
         assert no_room.value.details["completion"] == 700
         assert no_room.value.details["max_total"] == 800
@@ -115,7 +116,7 @@ def test_the_async_client_builds_too(server: ServerThread) -> None:
     async def scenario() -> None:
         async with AsyncClient(server.url, api_key=KEY) as hirag:
             built = await hirag.build_context(
-                BuildRequest(query="", system_prompt="Be brief.", recent_turns=["hello"])
+                query="", system_prompt="Be brief.", recent_turns=["hello"]
             )
             assert [m.content for m in built.messages] == ["Be brief.", "hello"]
             assert built.snippets == [] and built.actions.summarized is False
@@ -138,7 +139,7 @@ def test_a_failing_llm_falls_back_and_the_metrics_say_so(
     settings = keyed_settings(
         tmp_path, KEY, summarizer={"endpoint": chat.url, "max_retries": 1, "timeout_secs": 5}
     )
-    request = BuildRequest(
+    request = BuildContextRequest(
         query="release",
         system_prompt="sys",
         recent_turns=[f"Point {i}: the release needs item {i} done first." for i in range(40)],
@@ -146,14 +147,14 @@ def test_a_failing_llm_falls_back_and_the_metrics_say_so(
     )
     with ServerThread(create_app(settings, model=model)) as server:
         with Client(server.url, api_key=KEY) as hirag:
-            built = hirag.build_context(request)
+            built = hirag.call(catalogue.BUILD_CONTEXT, request)
             assert built.actions.summarizer == "extractive" and built.actions.folded_turns > 0
             assert len(chat.bodies) == 2  # one retry of the 500
             chat.default = "ok"
-            assert hirag.build_context(request).actions.summarizer == "llm"
+            assert hirag.call(catalogue.BUILD_CONTEXT, request).actions.summarizer == "llm"
             health = hirag.health()
         samples = _samples(server.url)
-    names = [c["name"] for c in health["components"]]
+    names = [c.name for c in health.components]
     assert "circuit_breaker:summarizer" in names
     assert (
         samples[
@@ -171,4 +172,7 @@ def test_a_failing_llm_falls_back_and_the_metrics_say_so(
     )
     assert samples[("hirag_context_overflows_total", (("action", "folded_turns"),))] == 2
     assert samples[("hirag_context_slot_tokens_count", (("slot", "prompt"),))] == 2
-    assert samples[("hirag_operations_total", (("operation", "build"), ("outcome", "ok")))] == 2
+    assert (
+        samples[("hirag_operations_total", (("operation", "build_context"), ("outcome", "ok")))]
+        == 2
+    )

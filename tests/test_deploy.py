@@ -373,7 +373,9 @@ def test_the_image_runs_as_a_user_and_matches_the_settings() -> None:
     assert json.loads(next(a for w, a in steps if w == "VOLUME")) == [env["HIRAG_SERVER__DATA_DIR"]]
     installs = " ".join(a for w, a in steps if w == "RUN")
     assert '"torch==2.13.0"' in installs and "tesseract-ocr" in installs
-    assert installs.index("torch==2.13.0") < installs.index('pip install ".')
+    # The server and the client distribution it depends on, from this checkout.
+    assert installs.index("torch==2.13.0") < installs.index('pip install ./client ".')
+    assert ("COPY", "client ./client") in steps
 
 
 @pytest.fixture

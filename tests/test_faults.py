@@ -39,7 +39,13 @@ from hirag_oz.config import TokenBudgetSettings
 from hirag_oz.context import ExtractiveSummarizer, Turn, build_context
 from hirag_oz.context.llm import OpenAICompatibleSummarizer
 from hirag_oz.embeddings.openai import OpenAICompatibleEmbedder
-from hirag_oz.errors import HiragError, UnavailableError, UpstreamError, UpstreamTimeoutError
+from hirag_oz.errors import (
+    HiragError,
+    UnavailableError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    wire,
+)
 from hirag_oz.resilience import CLOSED, OPEN, CircuitBreaker, CircuitOpenError, RetryPolicy
 from hirag_oz.store.base import CollectionSpec, PointRecord, SparseVec
 from hirag_oz.store.server import ServerStore
@@ -528,7 +534,7 @@ def test_a_fault_is_a_clear_error_then_the_breaker_opens_and_recovers(
         assert _calls_since(server, before) == expected
         error_type, status = EXPECTED[fault]
         assert type(failed.value) is error_type, failed.value
-        assert failed.value.status == status
+        assert wire(failed.value).status == status
         assert subject.what in failed.value.message
         if isinstance(subject, SummarizerSubject):
             subject.fallback()
@@ -542,7 +548,7 @@ def test_a_fault_is_a_clear_error_then_the_breaker_opens_and_recovers(
         sent = server.requests
         with pytest.raises(CircuitOpenError) as rejected:
             subject.call()
-        assert rejected.value.status == 503 and rejected.value.code == "UPSTREAM_ERROR"
+        assert wire(rejected.value).status == 503 and rejected.value.code == "UPSTREAM_ERROR"
         assert _calls_since(server, sent) == 0, "an open breaker sends nothing"
         # A healthy server closes the breaker through the half-open probe.
         server.set(HEALTHY)
@@ -551,7 +557,7 @@ def test_a_fault_is_a_clear_error_then_the_breaker_opens_and_recovers(
         assert breaker.stats()["state"] == CLOSED
         if isinstance(subject, QdrantSubject):
             _check_what_qdrant_kept(subject, fault)
-        MATRIX[(dep.name, fault)] = f"{failed.value.status} {elapsed:.2f}s"
+        MATRIX[(dep.name, fault)] = f"{wire(failed.value).status} {elapsed:.2f}s"
     finally:
         server.set(HEALTHY)
         subject.close()

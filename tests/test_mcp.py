@@ -25,15 +25,25 @@ from tests.vision_samples import text_pdf
 
 pytestmark = pytest.mark.anyio
 
+# One tool per catalogued operation, with the request model's required fields.
 TOOLS = {
     "store_context": {"text"},
-    "search_contexts": {"query"},
+    "store_contexts": {"items"},
+    "search_contexts": {"query", "max_tokens"},
+    "get_context": {"context_id"},
+    "update_context": {"context_id"},
+    "delete_context": {"context_id"},
+    "clear_contexts": {"level"},
     "build_context": {"query", "system_prompt"},
     "add_fact": {"subject", "predicate", "object", "confidence"},
     "query_facts": set(),
-    "index_document": {"path"},
+    "get_fact": {"fact_id"},
+    "delete_fact": {"fact_id"},
+    "index_document": {"doc_url"},
+    "get_job": {"job_id"},
     "search_regions": {"query"},
     "decode_regions": {"region_ids"},
+    "health": set(),
 }
 
 
@@ -85,7 +95,8 @@ def error(result: CallToolResult) -> dict[str, Any]:
     assert result.is_error
     envelope = json.loads(result.content[0].text)  # type: ignore[union-attr]
     assert set(envelope) == {"code", "message", "details"}
-    assert result.structured_content == envelope
+    # No structured content on an error: strict clients check it against the output schema.
+    assert result.structured_content is None
     return envelope  # type: ignore[no-any-return]
 
 
@@ -104,14 +115,18 @@ async def test_stdio_memory_context_and_facts(tmp_path: Path) -> None:
 async def _check_tools(mcp: ClientSession) -> None:
     listed = (await mcp.list_tools()).tools
     assert {t.name for t in listed} == set(TOOLS)
+    undescribed = []  # every one listed when it fails, not only the first
     for t in listed:
-        assert t.description and len(t.description) > 40, t.name
+        if not (t.description and len(t.description) > 40):
+            undescribed.append(f"{t.name}: {t.description!r}")
         schema = t.input_schema
         assert schema["type"] == "object"
         assert set(schema.get("required", [])) == TOOLS[t.name], t.name
         for name, prop in schema["properties"].items():
-            assert prop.get("description"), f"{t.name}.{name} has no description"
+            if not prop.get("description"):
+                undescribed.append(f"{t.name}.{name} has no description")
         assert t.output_schema is not None
+    assert not undescribed, "\n".join(undescribed)
     store = next(t for t in listed if t.name == "store_context")
     assert store.input_schema["properties"]["level"]["default"] == "ShortTerm"
     assert store.annotations is not None and store.annotations.read_only_hint is False
@@ -143,7 +158,11 @@ async def _check_memory_and_build(mcp: ClientSession) -> None:
     assert first["text"] == "The user prefers dark mode in every editor"
     assert 0 < first["relevance_score"] <= 1
     assert found["total_tokens"] <= 200
-    other = ok(await mcp.call_tool("search_contexts", {"query": "editor theme", "agent_id": "x"}))
+    other = ok(
+        await mcp.call_tool(
+            "search_contexts", {"query": "editor theme", "max_tokens": 1000, "agent_id": "x"}
+        )
+    )
     assert other["contexts"] == []  # agents never see each other's items
 
     built = ok(
@@ -246,24 +265,31 @@ async def test_stdio_documents(tmp_path: Path) -> None:
             job = ok(
                 await mcp.call_tool(
                     "index_document",
-                    {"path": str(report), "metadata": {"k": 1}},
+                    {"doc_url": str(report), "metadata": {"k": 1}, "wait": True},
                     progress_callback=on_progress,
                 )
             )
             assert job["status"] == "succeeded" and job["regions"] == 1
             assert job["progress"] == {"pages_done": 1, "pages_total": 1}
             assert progress and progress[-1] == (1, 1)
-            again = ok(await mcp.call_tool("index_document", {"path": str(report)}))
+            again = ok(
+                await mcp.call_tool("index_document", {"doc_url": str(report), "wait": True})
+            )
             assert again["reused"] is True
 
-            refused = error(await mcp.call_tool("index_document", {"path": str(outside)}))
+            refused = error(
+                await mcp.call_tool("index_document", {"doc_url": str(outside), "wait": True})
+            )
             assert refused["code"] == "FORBIDDEN"
-            relative = error(await mcp.call_tool("index_document", {"path": "report.pdf"}))
+            relative = error(
+                await mcp.call_tool("index_document", {"doc_url": "report.pdf", "wait": True})
+            )
             assert relative["code"] == "VALIDATION_ERROR"
 
             found = ok(
                 await mcp.call_tool(
-                    "search_regions", {"query": "depot budget", "top_k": 3, "type": ["text"]}
+                    "search_regions",
+                    {"query": "depot budget", "top_k": 3, "filters": {"type": ["text"]}},
                 )
             )
             region = found["regions"][0]
@@ -306,7 +332,11 @@ async def test_streamable_http(tmp_path: Path) -> None:
                 stored = ok(
                     await mcp.call_tool("store_context", {"text": "The release ships on Friday"})
                 )
-                found = ok(await mcp.call_tool("search_contexts", {"query": "When do we ship?"}))
+                found = ok(
+                    await mcp.call_tool(
+                        "search_contexts", {"query": "When do we ship?", "max_tokens": 1000}
+                    )
+                )
                 assert found["contexts"][0]["id"] == stored["id"]
                 low = error(
                     await mcp.call_tool(

@@ -22,6 +22,7 @@ from hirag_oz.errors import (
     UnavailableError,
     UpstreamError,
     UpstreamTimeoutError,
+    wire,
 )
 from hirag_oz.resilience import CircuitBreaker, CircuitOpenError
 from tests.fake_http import JsonHandler, serving
@@ -272,7 +273,7 @@ def test_500_every_time_gives_upstream_error_after_all_attempts(api: FakeAPI) ->
         emb.embed(["a"])
     assert api.count == 3
     assert not isinstance(info.value, UnavailableError)
-    assert info.value.status == 502
+    assert wire(info.value).status == 502
     assert info.value.details == {"path": "/v1/embeddings", "attempts": 3, "status": 500}
     assert "500" in info.value.message
     assert "internal boom" in info.value.message
@@ -294,7 +295,7 @@ def test_timeout_is_retried_then_upstream_timeout_error(api: FakeAPI) -> None:
     with pytest.raises(UpstreamTimeoutError) as info:
         emb.embed(["a"])
     assert api.count == 2
-    assert info.value.status == 504
+    assert wire(info.value).status == 504
     assert info.value.code == "TIMEOUT"
     assert info.value.details == {"path": "/v1/embeddings", "attempts": 2}
 
@@ -421,7 +422,7 @@ def test_breaker_opens_rejects_without_contacting_server_and_recovers(api: FakeA
     with pytest.raises(UnavailableError) as info:
         emb.embed(["a"])
     assert isinstance(info.value, CircuitOpenError)
-    assert info.value.status == 503
+    assert wire(info.value).status == 503
     assert "circuit breaker 'embedding' is open" in info.value.message
     assert api.count == 2  # rejected without contacting the server
 

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from hirag_oz.errors import UnavailableError
+from hirag_oz.errors import UnavailableError, wire
 from hirag_oz.resilience import CircuitBreaker, CircuitOpenError, RetryPolicy
 
 
@@ -299,7 +299,7 @@ def test_open_breaker_rejects_without_calling_and_without_retrying() -> None:
         _policy(5, sleeps).call(fn, breaker=breaker, is_retryable=_retryable)
     assert fn.calls == 2
     assert isinstance(info.value, UnavailableError)
-    assert info.value.status == 503
+    assert wire(info.value).status == 503
     assert info.value.message == "circuit breaker 'svc' is open"
     assert info.value.details == {"name": "svc"}
 

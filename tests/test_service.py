@@ -257,13 +257,13 @@ def test_unexpected_errors_are_500_with_a_request_id_and_no_trace(serve: Serve) 
 def test_metrics_parse_and_count_what_happened(serve: Serve) -> None:
     server = serve()
     with Client(server.url, api_key=KEY) as client:
-        stored = client.store("The deploy window is Tuesday at noon", level="LongTerm")
-        client.get(stored.id)
-        client.get(stored.id)
-        client.search("When is the deploy window?", max_tokens=300)
-        client.search("When is the deploy window?", max_tokens=300)
+        stored = client.store_context(text="The deploy window is Tuesday at noon", level="LongTerm")
+        client.get_context(context_id=stored.id)
+        client.get_context(context_id=stored.id)
+        client.search_contexts(query="When is the deploy window?", max_tokens=300)
+        client.search_contexts(query="When is the deploy window?", max_tokens=300)
         with pytest.raises(errors.NotFoundError):
-            client.get(str(uuid.uuid4()))
+            client.get_context(context_id=str(uuid.uuid4()))
     httpx.get(server.url + "/nowhere/" + uuid.uuid4().hex)
     m = _metrics(server.url)
 
@@ -278,9 +278,9 @@ def test_metrics_parse_and_count_what_happened(serve: Serve) -> None:
     assert latency[(("method", "POST"), ("route", "/api/v1/contexts/search"))] == 2
 
     ops = m["hirag_operations_total"]
-    assert ops[(("operation", "search"), ("outcome", "ok"))] == 2
-    assert ops[(("operation", "get"), ("outcome", "error"))] == 1
-    assert m["hirag_operation_duration_seconds_count"][(("operation", "store"),)] == 1
+    assert ops[(("operation", "search_contexts"), ("outcome", "ok"))] == 2
+    assert ops[(("operation", "get_context"), ("outcome", "error"))] == 1
+    assert m["hirag_operation_duration_seconds_count"][(("operation", "store_context"),)] == 1
     # One store and one distinct query reached the model; the repeated query was a cache hit.
     assert m["hirag_embedding_calls_total"][(("outcome", "ok"),)] >= 2
     assert m["hirag_embedding_cache_hits_total"][()] >= 1
@@ -300,13 +300,13 @@ def test_health_reports_each_component(serve: Serve) -> None:
         assert client.live() == {"status": "alive"}
         assert client.ready() == {"status": "ready"}
         health = client.health()
-    assert health["status"] == "healthy"
-    names = [c["name"] for c in health["components"]]
+    assert health.status == "healthy"
+    names = [c.name for c in health.components]
     assert names == ["vector_store", "embedder", "token_counter", "ocr_engine"]
-    for component in health["components"]:
-        assert component["status"] == "healthy"
-        assert component["response_time_ms"] >= 0
-    assert health["store"]["dimension"] == 384
+    for component in health.components:
+        assert component.status == "healthy"
+        assert component.response_time_ms >= 0
+    assert health.store is not None and health.store["dimension"] == 384
 
 
 class _FakeQdrant:

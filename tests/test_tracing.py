@@ -112,14 +112,14 @@ def test_requests_continue_the_callers_trace_down_to_the_model_and_the_store(
             headers={**HEADERS, "traceparent": traceparent(unsampled_id, sampled=False)},
         )
         refused = httpx.post(server.url + "/api/v1/contexts/search", json={})
-        parts = app.state.components
+        parts = app.state.hirag
         assert isinstance(parts.store, TracedStore) and isinstance(parts.store.inner, EdgeStore)
         assert isinstance(parts.model.inner, TracedEmbedder)
         assert isinstance(parts.model.inner.inner, MeteredEmbedder)
-        assert isinstance(parts.context.summarizer, TracedSummarizer)
-        assert parts.context.summarizer is parts.context.fallback
-        if parts.vision.engine is not None:
-            assert isinstance(parts.vision.engine, TracedOcrEngine)
+        assert isinstance(parts.prompts.summarizer, TracedSummarizer)
+        assert parts.prompts.summarizer is parts.prompts.fallback
+        if parts.documents.engine is not None:
+            assert isinstance(parts.documents.engine, TracedOcrEngine)
     assert (stored.status_code, found.status_code, fresh.status_code) == (201, 200, 200)
     assert found.json()["contexts"] and refused.status_code == 401
     spans = exporter.get_finished_spans()  # all exported: the app shut its provider down
@@ -248,11 +248,11 @@ def test_summarizer_spans_for_the_llm_and_its_fallback(
     }
     app = create_app(settings, model=model, span_exporter=exporter)
     with ServerThread(app) as server:
-        parts = app.state.components
-        assert isinstance(parts.context.summarizer, TracedSummarizer)
-        assert parts.context.summarizer.name == "llm"
-        assert isinstance(parts.context.fallback, TracedSummarizer)
-        assert isinstance(parts.context.fallback.inner, ExtractiveSummarizer)
+        parts = app.state.hirag
+        assert isinstance(parts.prompts.summarizer, TracedSummarizer)
+        assert parts.prompts.summarizer.name == "llm"
+        assert isinstance(parts.prompts.fallback, TracedSummarizer)
+        assert isinstance(parts.prompts.fallback.inner, ExtractiveSummarizer)
         failed = httpx.post(server.url + "/api/v1/context/build", json=body, headers=HEADERS)
         chat.default = "ok"
         worked = httpx.post(server.url + "/api/v1/context/build", json=body, headers=HEADERS)
@@ -336,13 +336,13 @@ def test_off_by_default_nothing_is_added_or_wrapped(
     assert TracingMiddleware not in [m.cls for m in app.user_middleware]
     with ServerThread(app) as server:
         assert httpx.get(server.url + "/health/live").status_code == 200
-        parts = app.state.components
+        parts = app.state.hirag
         assert type(parts.store) is EdgeStore
         assert type(parts.model.inner) is MeteredEmbedder and parts.model.inner.inner is model
-        assert type(parts.context.summarizer) is ExtractiveSummarizer
-        assert parts.context.summarizer is parts.context.fallback
-        if parts.vision.engine is not None:
-            assert not isinstance(parts.vision.engine, TracedOcrEngine)
+        assert type(parts.prompts.summarizer) is ExtractiveSummarizer
+        assert parts.prompts.summarizer is parts.prompts.fallback
+        if parts.documents.engine is not None:
+            assert not isinstance(parts.documents.engine, TracedOcrEngine)
 
 
 def test_building_the_app_without_telemetry_loads_no_opentelemetry_sdk() -> None:

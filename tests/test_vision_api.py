@@ -303,8 +303,8 @@ def test_finished_jobs_survive_a_restart(make_server: Any, docs: Path) -> None:
 
 
 def test_the_python_client_drives_the_vision_routes(make_server: Any) -> None:
-    from hirag_oz.api.schemas import VisionFilters
     from hirag_oz.client import Client
+    from hirag_oz_client.models import RegionFilters
 
     server = make_server()
     png = png_bytes(page_of_paragraphs(LINES).image)
@@ -312,18 +312,18 @@ def test_the_python_client_drives_the_vision_routes(make_server: Any) -> None:
         job = api.upload_document(png, "invoice.png", metadata={"batch": 7})
         while job.status not in ("succeeded", "failed"):
             time.sleep(0.1)
-            job = api.get_job(job.job_id)
+            job = api.get_job(job_id=job.job_id)
         assert job.status == "succeeded" and job.regions == 1
         hits = api.search_regions(
-            "amount due", top_k=3, filters=VisionFilters(metadata={"batch": 7})
+            query="amount due", top_k=3, filters=RegionFilters(metadata={"batch": 7})
         )
         [region] = hits.regions
-        decoded = api.decode_regions([region.region_id], "5x")
+        decoded = api.decode_regions(region_ids=[region.region_id], fidelity="5x")
         assert decoded.results[0].fidelity == "5x" and "1,284.50" in decoded.results[0].text
         from hirag_oz import errors
 
-        with pytest.raises(errors.ForbiddenError):
-            api.index_document("file:///etc/passwd")
+        with pytest.raises(errors.PermissionDeniedError):
+            api.index_document(doc_url="file:///etc/passwd")
 
 
 def test_the_deepseek_backend_through_the_server(make_server: Any) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from hirag_oz.errors import UnavailableError, UpstreamError, UpstreamTimeoutError
+from hirag_oz.errors import UnavailableError, UpstreamError, UpstreamTimeoutError, wire
 from hirag_oz.resilience import CircuitBreaker, CircuitOpenError, RetryPolicy
 from hirag_oz.vision.deepseek import (
     GROUNDING_PROMPT,
@@ -162,7 +162,7 @@ def test_persistent_5xx_is_an_upstream_error(server: FakeOcr, make_engine: Any) 
     with pytest.raises(UpstreamError) as failed:
         make_engine().read(_image(300, 100), "5x")
     assert type(failed.value) is UpstreamError
-    assert failed.value.status == 502 and failed.value.code == "UPSTREAM_ERROR"
+    assert wire(failed.value).status == 502 and failed.value.code == "UPSTREAM_ERROR"
     assert "status 500 after 3 attempts" in failed.value.message
     assert SECRET not in failed.value.message
     assert len(server.seen) == 3
@@ -179,7 +179,7 @@ def test_a_slow_server_times_out(server: FakeOcr, make_engine: Any) -> None:
     engine = make_engine(timeout_secs=0.2, retry_policy=RetryPolicy(0))
     with pytest.raises(UpstreamTimeoutError) as failed:
         engine.read(_image(300, 100), "10x")
-    assert failed.value.status == 504 and failed.value.code == "TIMEOUT"
+    assert wire(failed.value).status == 504 and failed.value.code == "TIMEOUT"
 
 
 def test_the_breaker_opens_and_stops_requests(server: FakeOcr, make_engine: Any) -> None:
@@ -192,7 +192,7 @@ def test_the_breaker_opens_and_stops_requests(server: FakeOcr, make_engine: Any)
     assert len(server.seen) == 2
     with pytest.raises(UnavailableError) as failed:
         engine.read(_image(300, 100), "10x")
-    assert isinstance(failed.value, CircuitOpenError) and failed.value.status == 503
+    assert isinstance(failed.value, CircuitOpenError) and wire(failed.value).status == 503
     assert len(server.seen) == 2
 
 
@@ -200,7 +200,7 @@ def test_a_disabled_engine_sends_nothing(server: FakeOcr, make_engine: Any) -> N
     engine = make_engine(enabled=False)
     with pytest.raises(UnavailableError, match="disabled") as failed:
         engine.read(_image(300, 100), "1x")
-    assert failed.value.status == 503
+    assert wire(failed.value).status == 503
     with pytest.raises(UnavailableError):
         engine.lines(_image(300, 100))
     assert server.seen == [] and engine.calls == 0

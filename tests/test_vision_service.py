@@ -12,7 +12,7 @@ from rapidfuzz.distance import Levenshtein
 
 from hirag_oz.config import VisionSettings
 from hirag_oz.embeddings.cache import CachedEmbedder
-from hirag_oz.errors import NotFoundError, ValidationError
+from hirag_oz.errors import NotFoundError, ValidationError, wire
 from hirag_oz.store.edge import EdgeStore
 from hirag_oz.tokens import TokenCounter
 from hirag_oz.vision import Job, RegionFilters, VisionService
@@ -278,7 +278,7 @@ def test_unreadable_documents_fail_the_job_with_an_envelope(make_service: MakeSe
     assert broken.error["code"] == "VALIDATION_ERROR"
     with pytest.raises(Exception) as unsupported:
         service.submit_upload(b"hello, plain text", "notes.txt")
-    assert getattr(unsupported.value, "status", None) == 415
+    assert wire(unsupported.value).status == 415
 
 
 def test_a_restart_requeues_unfinished_jobs_and_keeps_finished_ones(

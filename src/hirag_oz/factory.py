@@ -1,29 +1,20 @@
-"""Builds the object graph from settings, in one place, for the library, the CLI and the API."""
+"""Builds each configured adapter from settings: the store, the model, the summarizer, OCR.
+`hirag_oz.service.Hirag` composes them, each when first needed."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from hirag_oz.config import Settings, load_settings
-from hirag_oz.context.builder import Summarizer
-from hirag_oz.context.service import ContextBuilder
-from hirag_oz.embeddings.base import Embedder
-from hirag_oz.embeddings.batching import CoalescingEmbedder
-from hirag_oz.embeddings.cache import CachedEmbedder
-from hirag_oz.facts.store import FactStore
-from hirag_oz.memory.clock import Clock
-from hirag_oz.memory.manager import HiRAG
+from hirag_oz.config import Settings
 from hirag_oz.resilience import CircuitBreaker
-from hirag_oz.store.base import VectorStore
-from hirag_oz.tokens import TokenCounter, TokenCounterInfo, load_token_counter
 
 if TYPE_CHECKING:
-    from hirag_oz.observability.metrics import Metrics
-    from hirag_oz.observability.tracing import Tracing
+    from hirag_oz.context.builder import Summarizer
+    from hirag_oz.embeddings.base import Embedder
+    from hirag_oz.store.base import VectorStore
+    from hirag_oz.tokens import TokenCounter
     from hirag_oz.vision.ocr import OcrEngine
-    from hirag_oz.vision.service import VisionService
 
 
 def build_breaker(settings: Settings, name: str) -> CircuitBreaker:
@@ -60,30 +51,6 @@ def build_store(settings: Settings) -> VectorStore:
         optimize_after_points=db.optimize_after_points,
         search_threads=db.search_threads,
     )
-
-
-@dataclass
-class Components:
-    """The object graph of one service instance, built from settings in one place."""
-
-    settings: Settings
-    memory: HiRAG
-    store: VectorStore
-    model: CoalescingEmbedder
-    """The embedder under the cache: a call to it reaches the model."""
-    cache: CachedEmbedder | None
-    tokens: TokenCounterInfo
-    context: ContextBuilder
-    facts: FactStore
-    vision: VisionService
-    breakers: list[CircuitBreaker] = field(default_factory=list)
-
-    def close(self) -> None:
-        self.vision.close()
-        self.memory.stop_maintenance()
-        self.memory.close()
-        self.context.close()
-        self.model.close()
 
 
 def build_model(settings: Settings, breakers: list[CircuitBreaker]) -> Embedder:
@@ -180,120 +147,3 @@ def build_ocr_engine(settings: Settings, breakers: list[CircuitBreaker]) -> OcrE
             "(pip install 'hirag-oz[rapidocr]')"
         )
     return None
-
-
-def build_components(
-    settings: Settings,
-    *,
-    model: Embedder | None = None,
-    store: VectorStore | None = None,
-    tokens: TokenCounterInfo | None = None,
-    clock: Clock | None = None,
-    metrics: Metrics | None = None,
-    tracing: Tracing | None = None,
-    start_jobs: bool = True,
-) -> Components:
-    """Everything a service instance needs. `model` replaces the configured embedding
-    model (it still gets batching, metering, tracing and the cache). With `tracing` turned
-    on, the model, the store, the summarizers and the OCR engine are wrapped in spans. With
-    `start_jobs`, index jobs left unfinished by an earlier process are queued again."""
-    traced = tracing if tracing is not None and tracing.enabled else None
-    breakers: list[CircuitBreaker] = []
-    base = model or build_model(settings, breakers)
-    if metrics is not None:
-        from hirag_oz.observability.metrics import MeteredEmbedder
-
-        base = MeteredEmbedder(base, metrics)
-    if traced is not None:
-        remote = model is None and settings.embedding.provider == "openai"
-        base = traced.embedder(base, remote=remote)
-    # Concurrent requests each embed one query; one model call for all of them costs much
-    # less per text than one call each.
-    inner = CoalescingEmbedder(base, max_batch=settings.embedding.batch_size)
-    cfg = settings.embedding
-    cache = CachedEmbedder(inner, cfg.cache_size, cfg.cache_ttl_secs) if cfg.cache_enabled else None
-    tokens = tokens or load_token_counter(
-        settings.token_estimator.kind, settings.token_estimator.tokens_per_word
-    )
-    store = store or build_store(settings)
-    # A store with a breaker (a Qdrant server, built here or passed in) shows it in /health
-    # and /metrics like the other remote dependencies.
-    store_breaker = getattr(store, "breaker", None)
-    if isinstance(store_breaker, CircuitBreaker):
-        breakers.append(store_breaker)
-    if traced is not None:
-        store = traced.store(store)
-    memory = HiRAG(
-        store,
-        cache or inner,
-        tokens.counter,
-        settings.hirag,
-        collection_prefix=settings.vector_db.collection_prefix,
-        distance=settings.vector_db.distance,
-        clock=clock,
-    )
-    summarizer = build_summarizer(settings, tokens.counter, breakers)
-    if summarizer is not None and metrics is not None:
-        from hirag_oz.observability.metrics import MeteredSummarizer
-
-        summarizer = MeteredSummarizer(summarizer, metrics)
-    if summarizer is not None and traced is not None:
-        summarizer = traced.summarizer(summarizer, remote=True)
-    context = ContextBuilder(memory, tokens.counter, settings.token_budget, summarizer)
-    if traced is not None:
-        # The extractive summarizer: the builder's fallback, and its only one without an LLM.
-        fallback = traced.summarizer(context.fallback)
-        if context.summarizer is context.fallback:
-            context.summarizer = fallback
-        context.fallback = fallback
-    facts = FactStore(
-        store,
-        cache or inner,
-        settings.facts,
-        collection_prefix=settings.vector_db.collection_prefix,
-        distance=settings.vector_db.distance,
-        clock=clock,
-    )
-    from hirag_oz.vision.service import VisionService
-
-    engine = build_ocr_engine(settings, breakers)
-    if engine is not None and traced is not None:
-        engine = traced.ocr(engine, remote=engine.name == "deepseek")
-    vision = VisionService(
-        settings.vision,
-        Path(settings.server.data_dir),
-        store,
-        cache or inner,
-        tokens.counter,
-        engine,
-        collection_prefix=settings.vector_db.collection_prefix,
-        distance=settings.vector_db.distance,
-        observer=metrics,
-        start=start_jobs,
-    )
-    return Components(
-        settings, memory, store, inner, cache, tokens, context, facts, vision, breakers
-    )
-
-
-def build_memory(
-    settings: Settings,
-    *,
-    model: Embedder | None = None,
-    store: VectorStore | None = None,
-    tokens: TokenCounterInfo | None = None,
-    clock: Clock | None = None,
-) -> HiRAG:
-    """A HiRAG over the configured (or given) components."""
-    return build_components(settings, model=model, store=store, tokens=tokens, clock=clock).memory
-
-
-def open_memory(
-    data_dir: str | Path | None = None, config: str | Path | None = None, **overrides: Any
-) -> HiRAG:
-    """A ready HiRAG on the embedded store: `open_memory("./data")`."""
-    if data_dir is not None:
-        server = dict(overrides.get("server", {}))
-        server["data_dir"] = Path(data_dir)
-        overrides["server"] = server
-    return build_memory(load_settings(config, **overrides))

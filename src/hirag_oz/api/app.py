@@ -13,26 +13,23 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from hirag_oz import __version__
-from hirag_oz.api.context import router as context_router
-from hirag_oz.api.contexts import router as contexts_router
 from hirag_oz.api.errors import install_error_handlers
-from hirag_oz.api.facts import router as facts_router
 from hirag_oz.api.middleware import (
     AuthMiddleware,
     BodyLimitMiddleware,
     ObserveMiddleware,
     RateLimitMiddleware,
 )
-from hirag_oz.api.operations import build_health
 from hirag_oz.api.operations import router as operations_router
 from hirag_oz.api.ratelimit import RateLimiter
+from hirag_oz.api.routes import catalogue_router
 from hirag_oz.api.vision import router as vision_router
 from hirag_oz.config import Settings
 from hirag_oz.embeddings.base import Embedder
-from hirag_oz.factory import build_components
 from hirag_oz.memory.clock import Clock
 from hirag_oz.observability.metrics import Metrics
 from hirag_oz.observability.tracing import Tracing, TracingMiddleware
+from hirag_oz.service import Hirag
 from hirag_oz.store.base import VectorStore
 
 if TYPE_CHECKING:
@@ -61,31 +58,32 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        parts = await run_in_threadpool(
-            build_components,
+        hirag = Hirag(
             settings,
             model=model,
             store=store,
             clock=clock,
             metrics=metrics,
             tracing=tracing,
+            serving=True,
+            local_files=False,
         )
-        if parts.cache is not None:
-            metrics.watch_cache("embedding", parts.cache)
-        metrics.watch_cache("vision_decode", parts.vision.cache)
-        metrics.watch_jobs(parts.vision.queue.pending)
-        metrics.watch_breakers(parts.breakers)
-        app.state.components = parts
-        app.state.health = build_health(parts)
-        metrics.watch_health(app.state.health.check)
-        if settings.hirag.maintenance_enabled:
-            parts.memory.start_maintenance()
+        try:
+            # Everything is built now: a bad setting fails at start-up, not on a request.
+            await run_in_threadpool(hirag.open_all)
+        except BaseException:
+            await run_in_threadpool(hirag.close)
+            raise
+        if hirag.cache is not None:
+            metrics.watch_cache("embedding", hirag.cache)
+        metrics.watch_breakers(hirag.breakers)
+        metrics.watch_health(hirag.health_checker.check)
+        app.state.hirag = hirag
         try:
             yield
         finally:
-            app.state.health.close()
             try:
-                await run_in_threadpool(parts.close)
+                await run_in_threadpool(hirag.close)
             finally:
                 # Spans still buffered go out now.
                 await run_in_threadpool(tracing.shutdown)
@@ -105,10 +103,8 @@ def create_app(
     app.state.tracing = tracing
     install_error_handlers(app)
     app.include_router(operations_router)
-    app.include_router(contexts_router)
-    app.include_router(context_router)
-    app.include_router(facts_router)
-    app.include_router(vision_router)
+    app.include_router(vision_router)  # index_document, which also takes uploads
+    app.include_router(catalogue_router(skip=frozenset({"index_document"})))
 
     # Starlette puts the last added middleware outermost.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_size_mb * 1024**2)

@@ -1,4 +1,4 @@
-"""What route handlers take from the request: the app's components and request checks."""
+"""What route handlers take from the request: the app's service object and request checks."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from starlette.concurrency import run_in_threadpool
 
 from hirag_oz.api.middleware import BODY_METHODS
 from hirag_oz.errors import UnsupportedMediaTypeError
-from hirag_oz.factory import Components
 from hirag_oz.memory.manager import HiRAG
 from hirag_oz.observability.metrics import Metrics
+from hirag_oz.service import Hirag
 
 
-def components(request: Request) -> Components:
-    found: Components = request.app.state.components
+def hirag_of(request: Request) -> Hirag:
+    found: Hirag = request.app.state.hirag
     return found
 
 

@@ -1,4 +1,5 @@
-"""Every error leaves the service as `{code, message, details}`; mapped here and only here."""
+"""Every error leaves the HTTP service as `{code, message, details}`, with the status that
+`hirag_oz.errors.WIRE` gives its class."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hirag_oz.errors import HiragError, PayloadTooLargeError
+from hirag_oz.errors import HiragError, PayloadTooLargeError, wire
 from hirag_oz.memory.validation import is_utf8
 
 logger = logging.getLogger(__name__)
@@ -77,9 +78,10 @@ def _wire_safe(value: Any) -> Any:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HiragError)
     async def _hirag(_: Request, exc: HiragError) -> JSONResponse:
-        if exc.status >= 500:
+        status = wire(exc).status
+        if status >= 500:
             logger.warning("request failed: %s %s", exc.code, exc.message)
-        return envelope(exc.status, exc.code, exc.message, exc.details)
+        return envelope(status, exc.code, exc.message, exc.details)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -101,7 +103,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BodyTooLarge)
     async def _too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
         error = exc.error
-        return envelope(error.status, error.code, error.message, error.details)
+        return envelope(wire(error).status, error.code, error.message, error.details)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

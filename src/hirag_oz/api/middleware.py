@@ -21,11 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hirag_oz.api.errors import BodyTooLarge, envelope
 from hirag_oz.api.ratelimit import RateLimiter
-from hirag_oz.errors import (
-    HiragError,
-    RateLimitedError,
-    UnauthorizedError,
-)
+from hirag_oz.errors import AuthenticationError, HiragError, RateLimitedError, wire
 from hirag_oz.observability.metrics import Metrics
 
 access_log = logging.getLogger("hirag_oz.access")
@@ -58,7 +54,7 @@ async def _reject(
     error: HiragError,
     headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> None:
-    response = envelope(error.status, error.code, error.message, error.details)
+    response = envelope(wire(error).status, error.code, error.message, error.details)
     response.raw_headers.extend(headers)
     await response(scope, receive, send)
 
@@ -143,7 +139,7 @@ class AuthMiddleware:
             challenge = b'Bearer realm="hirag-oz", error="invalid_token"'
         self.metrics.auth_failures.labels(reason).inc()
         await _reject(
-            scope, receive, send, UnauthorizedError(message), [(b"www-authenticate", challenge)]
+            scope, receive, send, AuthenticationError(message), [(b"www-authenticate", challenge)]
         )
 
 

@@ -26,6 +26,7 @@ from hirag_oz.errors import (
     NotFoundError,
     UnavailableError,
     ValidationError,
+    error_class,
 )
 from hirag_oz.memory.ranking import fuse_hybrid
 from hirag_oz.memory.validation import check_metadata, check_scope_id, check_text
@@ -265,6 +266,34 @@ class VisionService:
             stored.unlink(missing_ok=True)
             raise
 
+    def index_url(
+        self,
+        doc_url: str,
+        *,
+        agent_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        force_reindex: bool = False,
+        progress: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """Index the document at a file:// or http(s):// URL now, in this thread;
+        `progress(job)` after each page."""
+        source = sources.parse_doc_url(
+            doc_url, self.settings.allowed_paths, self.settings.allow_private_urls
+        )
+        job = self._new_job(source, agent_id, metadata, force_reindex)
+        save = self._saver(progress)
+        if run_job(job, lambda: self._run(job, save), save):
+            self._finished(job)
+        return job
+
+    def _saver(self, progress: Callable[[Job], None] | None) -> Callable[[Job], None]:
+        def save(current: Job) -> None:
+            self.jobs.save(current)
+            if progress is not None:
+                progress(current)
+
+        return save
+
     def index_bytes(
         self,
         data: bytes,
@@ -278,12 +307,7 @@ class VisionService:
         """Index a document now, in this thread (the CLI); `progress(job)` after each page."""
         source = sources.Source("upload", "", Path(name).name[:200])
         job = self._new_job(source, agent_id, metadata, force_reindex)
-
-        def save(current: Job) -> None:
-            self.jobs.save(current)
-            if progress is not None:
-                progress(current)
-
+        save = self._saver(progress)
         if run_job(job, lambda: self._index(job, data, save), save):
             self._finished(job)
         return job
@@ -384,12 +408,10 @@ class VisionService:
             save(job)
         if total and len(job.page_errors) == total:
             first = job.page_errors[0]
-            error = HiragError(
+            raise error_class(first.get("code", "INTERNAL_ERROR"))(
                 f"every page failed ({total}); page 1: {first['message']}",
                 {"page_errors": job.page_errors[:10]},
             )
-            error.code = first.get("code", "INTERNAL_ERROR")
-            raise error
         record = {
             "doc_id": doc_id,
             "agent_id": job.agent_id,

@@ -15,9 +15,9 @@ from typing import Literal
 import httpx
 
 from hirag_oz.errors import (
-    ForbiddenError,
     NotFoundError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     UnsupportedMediaTypeError,
     UpstreamError,
     UpstreamTimeoutError,
@@ -66,7 +66,7 @@ def _parse_doc_url(doc_url: str, allowed_paths: Sequence[Path], allow_private: b
     scheme = parts.scheme.lower()
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
-            raise ForbiddenError("file:// URLs must name a local path", {"doc_url": doc_url})
+            raise PermissionDeniedError("file:// URLs must name a local path", {"doc_url": doc_url})
         path = resolve_allowed(Path(urllib.parse.unquote(parts.path)), allowed_paths)
         return Source("file", str(path), path.name)
     if scheme in ("http", "https"):
@@ -82,11 +82,11 @@ def _parse_doc_url(doc_url: str, allowed_paths: Sequence[Path], allow_private: b
 def resolve_allowed(path: Path, allowed_paths: Sequence[Path]) -> Path:
     """`path` with symlinks and `..` resolved, if that lies inside an allowed folder."""
     if not path.is_absolute():
-        raise ForbiddenError("file:// paths must be absolute", {"path": str(path)})
+        raise PermissionDeniedError("file:// paths must be absolute", {"path": str(path)})
     resolved = path.resolve()
     roots = [Path(root).resolve() for root in allowed_paths]
     if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
-        raise ForbiddenError(
+        raise PermissionDeniedError(
             "the path is outside vision.allowed_paths"
             if roots
             else "file:// documents are off: vision.allowed_paths is empty",
@@ -109,7 +109,7 @@ def check_host(host: str, port: int | None, allow_private: bool) -> list[str]:
         for text in addresses:
             address = ipaddress.ip_address(text.split("%", 1)[0])
             if not address.is_global or address.is_multicast:
-                raise ForbiddenError(
+                raise PermissionDeniedError(
                     "the URL points at a loopback or private address "
                     "(vision.allow_private_urls is off)",
                     {"host": host, "address": text},

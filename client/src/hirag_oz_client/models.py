@@ -1,13 +1,20 @@
-"""Request and response models of the HTTP API."""
+"""The wire models: every operation's request and response, as JSON travels on every surface.
+
+A request model holds all of an operation's inputs, path and query parameters included;
+the HTTP routes, MCP tools, CLI commands and client methods are generated from it.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 _LEVEL_DOC = "Immediate | ShortTerm | LongTerm (aliases L1, L2, L3, snake_case)"
+_AGENT_DOC = "Tenant/agent scope; an agent only ever sees its own items. Default 'default'."
+_SESSION_DOC = "Conversation/session scope (optional)."
+_USER_DOC = "End-user scope (optional)."
 
 
 class _Request(BaseModel):
@@ -17,9 +24,9 @@ class _Request(BaseModel):
 class StoreContextRequest(_Request):
     text: str = Field(..., description="The text to remember.", examples=["User prefers dark mode"])
     level: str = Field("ShortTerm", description=_LEVEL_DOC)
-    agent_id: str | None = Field(None, description="Tenant/agent scope; default 'default'.")
-    session_id: str | None = None
-    user_id: str | None = None
+    agent_id: str | None = Field(None, description=_AGENT_DOC)
+    session_id: str | None = Field(None, description=_SESSION_DOC)
+    user_id: str | None = Field(None, description=_USER_DOC)
     metadata: dict[str, Any] | None = Field(
         None, description="Native JSON, filterable as metadata.<key>."
     )
@@ -34,24 +41,35 @@ class StoreContextResponse(BaseModel):
     level: str
 
 
-class BatchStoreRequest(_Request):
-    items: list[StoreContextRequest] = Field(..., min_length=1, max_length=1000)
+class StoreContextsRequest(_Request):
+    items: list[StoreContextRequest] = Field(
+        ...,
+        min_length=1,
+        max_length=1000,
+        description="1-1000 contexts, each as store_context takes it; all are stored or none.",
+    )
 
 
-class BatchStoreResponse(BaseModel):
+class StoreContextsResponse(BaseModel):
     ids: list[str]
     token_counts: list[int]
 
 
-class SearchRequest(_Request):
-    query: str = Field(..., examples=["What does the user prefer?"])
-    max_tokens: int = Field(..., ge=1, description="Token budget for the returned contexts.")
+class SearchContextsRequest(_Request):
+    query: str = Field(
+        ...,
+        description="What to look for, in natural language.",
+        examples=["What does the user prefer?"],
+    )
+    max_tokens: int = Field(
+        ..., ge=1, description="Token budget for all the returned contexts together."
+    )
     levels: list[str] | None = Field(
         None, description=f"Levels to search ({_LEVEL_DOC}); default all."
     )
-    agent_id: str | None = None
-    session_id: str | None = None
-    user_id: str | None = None
+    agent_id: str | None = Field(None, description=_AGENT_DOC)
+    session_id: str | None = Field(None, description=_SESSION_DOC)
+    user_id: str | None = Field(None, description=_USER_DOC)
     filters: dict[str, Any] | None = Field(
         None,
         description='Qdrant-shaped: {"must"|"should"|"must_not": [{"key": "metadata.topic", '
@@ -83,27 +101,49 @@ class SearchMetadata(BaseModel):
     skipped_malformed: int
 
 
-class SearchResponse(BaseModel):
+class SearchContextsResponse(BaseModel):
     contexts: list[ContextOut]
     total_tokens: int
     retrieval_time_ms: float
     metadata: SearchMetadata
 
 
-class PatchContextRequest(_Request):
-    text: str | None = None
+class GetContextRequest(_Request):
+    context_id: str = Field(..., description="The context's id.")
+    agent_id: str | None = Field(None, description="Only this agent's context (404 otherwise).")
+
+
+class UpdateContextRequest(_Request):
+    context_id: str = Field(..., description="The context's id.")
+    agent_id: str | None = Field(None, description="Only this agent's context (404 otherwise).")
+    text: str | None = Field(None, description="New text (embedded again).")
     metadata: dict[str, Any] | None = Field(None, description="Merged; a null value removes a key.")
     level: str | None = Field(None, description=f"Move to this level ({_LEVEL_DOC}).")
-    timestamp: datetime | float | None = None
+    timestamp: datetime | float | None = Field(
+        None, description="When the event happened (ISO 8601 or epoch seconds)."
+    )
 
 
-class DeleteRequest(_Request):
-    id: str
+class DeleteContextRequest(_Request):
+    context_id: str = Field(
+        ...,
+        description="The context's id.",
+        # `id`: the body of the original service's POST /api/v1/contexts/delete.
+        validation_alias=AliasChoices("context_id", "id"),
+    )
+    agent_id: str | None = Field(None, description="Only this agent's context (404 otherwise).")
 
 
-class ClearRequest(_Request):
-    level: str
+class ClearContextsRequest(_Request):
+    """A bare string is read as the level (the original service's body)."""
+
+    level: str = Field(..., description=f"The level to empty ({_LEVEL_DOC}).")
     agent_id: str | None = Field(None, description="Clear only this agent's items; default all.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_level(cls, data: Any) -> Any:
+        return {"level": data} if isinstance(data, str) else data
 
 
 class DeletedResponse(BaseModel):
@@ -140,12 +180,12 @@ class BudgetIn(_Request):
     max_total: int | None = Field(None, ge=1)
 
 
-class BuildRequest(_Request):
+class BuildContextRequest(_Request):
     query: str = Field(..., description="What the next model call is about; drives retrieval.")
     system_prompt: str = Field(..., description="Sent first and unchanged.")
-    agent_id: str | None = None
-    session_id: str | None = None
-    user_id: str | None = None
+    agent_id: str | None = Field(None, description=_AGENT_DOC)
+    session_id: str | None = Field(None, description=_SESSION_DOC)
+    user_id: str | None = Field(None, description=_USER_DOC)
     running_brief: str = Field("", description="The conversation's rolling summary so far.")
     recent_turns: list[TurnIn | str] = Field(
         default_factory=list, description="Oldest first; a string is a user turn."
@@ -155,7 +195,9 @@ class BuildRequest(_Request):
     snippets: list[SnippetIn] = Field(
         default_factory=list, description="Merged with the retrieved contexts."
     )
-    budget: BudgetIn | None = None
+    budget: BudgetIn | None = Field(
+        None, description="Token slots for this call only; the others keep the configured ones."
+    )
 
     model_config = ConfigDict(
         extra="forbid",
@@ -218,7 +260,7 @@ class ActionsOut(BaseModel):
     brief_truncated: bool
 
 
-class BuildResponse(BaseModel):
+class BuildContextResponse(BaseModel):
     messages: list[MessageOut] = Field(..., description="OpenAI chat format, ready to send.")
     system_prompt: str
     running_brief: str
@@ -236,20 +278,30 @@ class AnchorIn(_Request):
     path_line: str | None = None
 
 
-class FactIn(_Request):
-    subject: str = Field(..., examples=["billing service"])
-    predicate: str = Field(..., examples=["owned_by"])
-    object: str = Field(..., examples=["payments team"])
-    confidence: float = Field(
-        ..., ge=0, le=1, description="Below [facts] confidence_threshold: 422."
+class AddFactRequest(_Request):
+    subject: str = Field(..., description="What the fact is about.", examples=["billing service"])
+    predicate: str = Field(..., description="The relation, e.g. owned_by.", examples=["owned_by"])
+    object: str = Field(
+        ..., description="The value or the other entity.", examples=["payments team"]
     )
-    datatype: str | None = None
-    source_doc: str | None = None
-    source_anchor: AnchorIn | None = None
-    observed_at: datetime | float | None = Field(None, description="Default now.")
-    valid_from: datetime | float | None = Field(None, description="Default observed_at.")
-    valid_to: datetime | float | None = None
-    agent_id: str | None = None
+    confidence: float = Field(
+        ..., ge=0, le=1, description="0-1; below [facts] confidence_threshold it is refused."
+    )
+    datatype: str | None = Field(None, description="Type of the object (optional).")
+    source_doc: str | None = Field(None, description="The document the fact comes from.")
+    source_anchor: AnchorIn | None = Field(
+        None, description="Where in the source: doc_id, page, region_id, vt_ref, path_line."
+    )
+    observed_at: datetime | float | None = Field(
+        None, description="When it was observed (ISO 8601 or epoch seconds); default now."
+    )
+    valid_from: datetime | float | None = Field(
+        None, description="Start of validity (ISO 8601 or epoch seconds); default observed_at."
+    )
+    valid_to: datetime | float | None = Field(
+        None, description="End of validity (ISO 8601 or epoch seconds); default open."
+    )
+    agent_id: str | None = Field(None, description=_AGENT_DOC)
     exclusive: bool = Field(
         False,
         description="End the validity of this subject's current facts with this predicate and "
@@ -257,28 +309,46 @@ class FactIn(_Request):
     )
 
 
-class FactInserted(BaseModel):
+class AddFactResponse(BaseModel):
     fact_id: str
     hash: str
     duplicate: bool
     closed: list[str] = Field(..., description="Facts whose validity this insert ended.")
 
 
-class FactQueryIn(_Request):
-    subject: str | None = None
-    predicate: str | None = None
-    object: str | None = None
-    source_doc: str | None = None
-    min_confidence: float | None = Field(None, ge=0, le=1)
-    agent_id: str | None = None
+class QueryFactsRequest(_Request):
+    """Every given filter must match. The original service's body, `{"query": {...}}`, is
+    read as the same request."""
+
+    subject: str | None = Field(None, description="Exact subject.")
+    predicate: str | None = Field(None, description="Exact predicate.")
+    object: str | None = Field(None, description="Exact object.")
+    source_doc: str | None = Field(None, description="Exact source document.")
+    min_confidence: float | None = Field(
+        None, ge=0, le=1, description="Only facts at least this confident."
+    )
+    agent_id: str | None = Field(None, description=_AGENT_DOC)
     valid_at: datetime | float | None = Field(None, description="What was true then.")
     text: str | None = Field(None, description="Rank by meaning; combines with the filters.")
-    limit: int = Field(20, ge=1)
-    offset: int = Field(0, ge=0)
+    limit: int = Field(20, ge=1, description="Page size.")
+    offset: int = Field(0, ge=0, description="Facts to skip.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wrapped(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.keys() == {"query"} and isinstance(data["query"], dict):
+            return data["query"]
+        return data
 
 
-class FactQueryRequest(_Request):
-    query: FactQueryIn
+class GetFactRequest(_Request):
+    fact_id: str = Field(..., description="The fact's id (a UUID).")
+    agent_id: str | None = Field(None, description="Only this agent's fact (404 otherwise).")
+
+
+class DeleteFactRequest(_Request):
+    fact_id: str = Field(..., description="The fact's id (a UUID).")
+    agent_id: str | None = Field(None, description="Only this agent's fact (404 otherwise).")
 
 
 class AnchorOut(BaseModel):
@@ -306,7 +376,7 @@ class FactOut(BaseModel):
     score: float | None = Field(None, description="Similarity to `text`, when given.")
 
 
-class FactQueryResponse(BaseModel):
+class QueryFactsResponse(BaseModel):
     facts: list[FactOut]
     total: int = Field(..., description="All facts that match, not only this page.")
 
@@ -323,7 +393,7 @@ _FIDELITY_DOC = (
 )
 
 
-class VisionIndexRequest(_Request):
+class IndexDocumentRequest(_Request):
     doc_url: str = Field(
         ...,
         description="file:// inside vision.allowed_paths, or http(s)://. Or send the document "
@@ -332,7 +402,16 @@ class VisionIndexRequest(_Request):
     )
     metadata: dict[str, Any] | None = Field(None, description="Kept on every region.")
     force_reindex: bool = Field(False, description="Index again content already indexed.")
-    agent_id: str | None = None
+    agent_id: str | None = Field(None, description=_AGENT_DOC)
+    wait: bool = Field(
+        False,
+        description="Answer when indexing is done (the job succeeded or failed), not when it "
+        "is queued.",
+    )
+
+
+class GetJobRequest(_Request):
+    job_id: str = Field(..., description="The job id returned by index_document.")
 
 
 class JobProgress(BaseModel):
@@ -357,7 +436,7 @@ class JobOut(BaseModel):
     finished_at: float | None = None
 
 
-class VisionFilters(_Request):
+class RegionFilters(_Request):
     doc_id: str | None = None
     page: int | None = Field(None, ge=1)
     type: list[Literal["text", "table", "figure", "code"]] | None = None
@@ -366,11 +445,17 @@ class VisionFilters(_Request):
     )
 
 
-class VisionSearchRequest(_Request):
-    query: str = Field(..., examples=["total amount due"])
-    top_k: int = Field(12, ge=1, le=50)
-    filters: VisionFilters | None = None
-    agent_id: str | None = None
+class SearchRegionsRequest(_Request):
+    query: str = Field(
+        ...,
+        description="What to find in the indexed documents.",
+        examples=["total amount due"],
+    )
+    top_k: int = Field(12, ge=1, le=50, description="How many regions at most.")
+    filters: RegionFilters | None = Field(
+        None, description="Only regions of this doc_id, page, types or metadata."
+    )
+    agent_id: str | None = Field(None, description=_AGENT_DOC)
 
 
 class BBoxOut(BaseModel):
@@ -394,16 +479,18 @@ class RegionOut(BaseModel):
     why_relevant: str
 
 
-class VisionSearchResponse(BaseModel):
+class SearchRegionsResponse(BaseModel):
     regions: list[RegionOut]
 
 
-class VisionDecodeRequest(_Request):
-    region_ids: list[str] = Field(..., min_length=1)
+class DecodeRegionsRequest(_Request):
+    region_ids: list[str] = Field(
+        ..., min_length=1, description="Region ids from search_regions, in the order wanted."
+    )
     fidelity: Literal["1x", "5x", "10x", "20x"] | None = Field(
         None, description=_FIDELITY_DOC + "; default vision.default_fidelity."
     )
-    agent_id: str | None = None
+    agent_id: str | None = Field(None, description=_AGENT_DOC)
 
 
 class DecodedOut(BaseModel):
@@ -415,40 +502,28 @@ class DecodedOut(BaseModel):
     backend: str
 
 
-class VisionDecodeResponse(BaseModel):
+class DecodeRegionsResponse(BaseModel):
     results: list[DecodedOut]
 
 
-def _error_example(
-    code: str, message: str, details: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    return {
-        "model": ErrorBody,
-        "content": {
-            "application/json": {
-                "example": {"code": code, "message": message, "details": details or {}}
-            }
-        },
-    }
+class HealthRequest(_Request):
+    pass
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _error_example("VALIDATION_ERROR", "request body is not valid JSON"),
-    401: _error_example("UNAUTHORIZED", "the API key is not valid"),
-    404: _error_example("NOT_FOUND", "no context with id 3f1c..."),
-    413: _error_example(
-        "PAYLOAD_TOO_LARGE", "request body is larger than 10485760 bytes", {"max_bytes": 10485760}
-    ),
-    415: _error_example("UNSUPPORTED_MEDIA_TYPE", "expected 'Content-Type: application/json'"),
-    422: _error_example(
-        "VALIDATION_ERROR",
-        "request does not match the schema",
-        {"errors": [{"field": "max_tokens", "message": "Field required", "type": "missing"}]},
-    ),
-    429: _error_example(
-        "RATE_LIMIT",
-        "rate limit exceeded; retry after 12 s",
-        {"limit": 600, "remaining": 0, "retry_after_seconds": 12},
-    ),
-    500: _error_example("INTERNAL_ERROR", "unexpected server error", {"request_id": "9b2e..."}),
-}
+class ComponentHealthOut(BaseModel):
+    name: str
+    status: Literal["healthy", "degraded", "unhealthy"]
+    message: str | None
+    response_time_ms: float
+    required: bool
+
+
+class HealthResponse(BaseModel):
+    status: Literal["healthy", "degraded", "unhealthy"]
+    version: str
+    uptime_secs: float
+    checked_at: float
+    components: list[ComponentHealthOut]
+    store: dict[str, Any] | None = Field(
+        None, description="Items per level and the models in use; null while not ready."
+    )
