@@ -13,7 +13,7 @@ from hirag_oz.embeddings.base import Embedder
 from hirag_oz.embeddings.batching import CoalescingEmbedder
 from hirag_oz.embeddings.cache import CachedEmbedder
 from hirag_oz.facts.store import FactStore
-from hirag_oz.memory.clock import Clock
+from hirag_oz.kernel.clock import Clock
 from hirag_oz.memory.manager import HiRAG
 from hirag_oz.resilience import CircuitBreaker
 from hirag_oz.store.base import VectorStore

@@ -65,7 +65,8 @@ from hirag_oz.errors import (
 )
 from hirag_oz.factory import Components, build_components
 from hirag_oz.facts import Anchor, FactQuery, NewFact
-from hirag_oz.memory.models import DEFAULT_AGENT, NewContext
+from hirag_oz.kernel.ids import DEFAULT_AGENT
+from hirag_oz.memory.models import NewContext
 from hirag_oz.store.filters import parse_filter
 from hirag_oz.vision import sources
 from hirag_oz.vision.service import RegionFilters

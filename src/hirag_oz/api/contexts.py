@@ -23,9 +23,10 @@ from hirag_oz.api.schemas import (
     StoreContextRequest,
     StoreContextResponse,
 )
+from hirag_oz.kernel.ids import DEFAULT_AGENT
 from hirag_oz.memory.levels import Level
 from hirag_oz.memory.manager import HiRAG
-from hirag_oz.memory.models import DEFAULT_AGENT, NewContext, SearchResult, StoredRef
+from hirag_oz.memory.models import NewContext, SearchResult, StoredRef
 from hirag_oz.store.filters import parse_filter
 
 router = APIRouter(

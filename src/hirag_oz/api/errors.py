@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hirag_oz.errors import HiragError, PayloadTooLargeError
-from hirag_oz.memory.validation import is_utf8
+from hirag_oz.kernel.validation import is_utf8
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from hirag_oz.api.schemas import (
 )
 from hirag_oz.errors import ValidationError
 from hirag_oz.facts import Anchor, Fact, FactQuery, FactStore, NewFact
-from hirag_oz.memory.models import DEFAULT_AGENT, to_datetime
+from hirag_oz.kernel.ids import DEFAULT_AGENT
+from hirag_oz.memory.models import to_datetime
 
 router = APIRouter(
     prefix="/api/v1/facts",
