@@ -7,8 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hirag_oz.errors import ValidationError
+from hirag_oz.kernel.fusion import similarity_from_score
 from hirag_oz.memory.levels import Level
-from hirag_oz.memory.ranking import Weights, composite, frequency, recency, similarity_from_score
+from hirag_oz.memory.ranking import Weights, composite, frequency, recency
 
 
 def test_recency_is_exponential_in_hours_with_a_day_constant() -> None:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from hirag_oz.embeddings.batching import CoalescingEmbedder
     from hirag_oz.embeddings.cache import CachedEmbedder
     from hirag_oz.facts.store import FactStore
-    from hirag_oz.memory.clock import Clock
+    from hirag_oz.kernel.clock import Clock
     from hirag_oz.memory.manager import HiRAG
     from hirag_oz.observability.health import HealthChecker
     from hirag_oz.observability.metrics import Metrics

@@ -26,7 +26,7 @@ from hirag_oz.api.routes import catalogue_router
 from hirag_oz.api.vision import router as vision_router
 from hirag_oz.config import Settings
 from hirag_oz.embeddings.base import Embedder
-from hirag_oz.memory.clock import Clock
+from hirag_oz.kernel.clock import Clock
 from hirag_oz.observability.metrics import Metrics
 from hirag_oz.observability.tracing import Tracing, TracingMiddleware
 from hirag_oz.service import Hirag

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hirag_oz.errors import HiragError, PayloadTooLargeError, wire
-from hirag_oz.memory.validation import is_utf8
+from hirag_oz.kernel.validation import is_utf8
 
 logger = logging.getLogger(__name__)
 

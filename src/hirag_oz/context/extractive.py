@@ -5,61 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from hirag_oz.kernel.stopwords import STOPWORDS
 from hirag_oz.tokens import TokenCounter
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _WORD = re.compile(r"\w+")
-# Words too common to say what a sentence is about.
-STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "but",
-        "by",
-        "for",
-        "from",
-        "has",
-        "have",
-        "i",
-        "in",
-        "is",
-        "it",
-        "its",
-        "of",
-        "on",
-        "or",
-        "so",
-        "that",
-        "the",
-        "this",
-        "to",
-        "was",
-        "we",
-        "were",
-        "with",
-        "you",
-        "your",
-        "he",
-        "she",
-        "they",
-        "them",
-        "his",
-        "her",
-        "our",
-        "my",
-        "me",
-        "not",
-        "no",
-        "do",
-        "did",
-        "done",
-    ]
-)
 
 
 class ExtractiveSummarizer:

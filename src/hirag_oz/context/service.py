@@ -18,9 +18,9 @@ from hirag_oz.context.builder import (
 )
 from hirag_oz.context.extractive import ExtractiveSummarizer
 from hirag_oz.errors import ValidationError
+from hirag_oz.kernel.ids import DEFAULT_AGENT
+from hirag_oz.kernel.validation import check_unicode
 from hirag_oz.memory.manager import HiRAG
-from hirag_oz.memory.models import DEFAULT_AGENT
-from hirag_oz.memory.validation import check_unicode
 from hirag_oz.store.base import Filter
 from hirag_oz.tokens import TokenCounter
 

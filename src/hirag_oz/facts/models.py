@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from hirag_oz.kernel.ids import DEFAULT_AGENT
+
 # Fact ids are UUIDv5 in this namespace: the same fact of the same agent always gets one id.
 FACT_NAMESPACE = uuid.UUID("6f1d2c1e-5b0a-4f5e-9d7e-2a9c3b4f8e10")
 ANCHOR_FIELDS = ("doc_id", "page", "region_id", "vt_ref", "path_line")
@@ -34,7 +36,7 @@ class NewFact:
     predicate: str
     object: str
     confidence: float
-    agent_id: str = "default"
+    agent_id: str = DEFAULT_AGENT
     datatype: str | None = None
     source_doc: str | None = None
     source_anchor: Anchor = field(default_factory=Anchor)

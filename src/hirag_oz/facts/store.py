@@ -22,11 +22,12 @@ from hirag_oz.facts.models import (
     fact_id,
     sentence,
 )
-from hirag_oz.memory.clock import Clock, SystemClock
-from hirag_oz.memory.ranking import similarity_from_score
-from hirag_oz.memory.validation import check_scope_id, check_text, check_timestamp
+from hirag_oz.kernel.clock import Clock, SystemClock
+from hirag_oz.kernel.fusion import similarity_from_score
+from hirag_oz.kernel.ids import DEFAULT_AGENT, check_agent_id, is_uuid
+from hirag_oz.kernel.sparse_setup import open_hybrid_collections
+from hirag_oz.kernel.validation import check_text, check_timestamp
 from hirag_oz.store.base import (
-    CollectionSpec,
     Condition,
     Distance,
     FieldType,
@@ -37,7 +38,6 @@ from hirag_oz.store.base import (
     StoredPoint,
     VectorStore,
 )
-from hirag_oz.store.sparse import Bm25Encoder
 
 MAX_TERM_CHARS = 2000
 MAX_FIELD_CHARS = 512
@@ -63,7 +63,7 @@ class FactQuery:
     object: str | None = None
     source_doc: str | None = None
     min_confidence: float | None = None
-    agent_id: str = "default"
+    agent_id: str = DEFAULT_AGENT
     valid_at: Any = None
     text: str | None = None
     limit: int = 20
@@ -95,10 +95,9 @@ class FactStore:
         self.settings = settings
         self.distance = distance
         self.clock = clock or SystemClock()
-        self.sparse = Bm25Encoder()
         self.collection = f"{collection_prefix}_facts"
-        backend.ensure_collection(
-            CollectionSpec(self.collection, embedder.dimension, distance, FACT_INDEXES)
+        self.sparse = open_hybrid_collections(
+            backend, [self.collection], embedder.dimension, distance, FACT_INDEXES
         )
         self._functional = frozenset(settings.functional_predicates)
         # Closing the current facts of a functional predicate reads, then writes.
@@ -161,8 +160,7 @@ class FactStore:
                 f"confidence {confidence} is below the threshold {threshold}",
                 {"field": "confidence", "confidence": confidence, "threshold": threshold},
             )
-        agent = check_scope_id(item.agent_id or "default", f"{where}.agent_id", required=True)
-        assert agent is not None
+        agent = check_agent_id(item.agent_id, f"{where}.agent_id")
         for name in ("datatype", "source_doc"):
             value = getattr(item, name)
             if value is not None:
@@ -244,10 +242,8 @@ class FactStore:
         self.backend.delete(self.collection, [fact_id])
 
     def _find(self, point_id: str, agent_id: str | None) -> Fact | None:
-        try:
-            uuid.UUID(str(point_id))
-        except ValueError:
-            raise ValidationError("id must be a UUID", {"field": "id"}) from None
+        if not is_uuid(point_id):
+            raise ValidationError("id must be a UUID", {"field": "id"})
         points = self.backend.retrieve(self.collection, [point_id])
         if not points or (agent_id is not None and points[0].payload.get("agent_id") != agent_id):
             return None
@@ -307,7 +303,7 @@ class FactStore:
         return [_fact(p) for p in ordered[offset : offset + limit]]
 
     def _filter(self, q: FactQuery) -> Filter:
-        agent = check_scope_id(q.agent_id or "default", "agent_id", required=True)
+        agent = check_agent_id(q.agent_id)
         must: list[Condition | Filter] = [Condition("agent_id", match=agent)]
         for name in ("subject", "predicate", "object", "source_doc"):
             value = getattr(q, name)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from hirag_oz.kernel.ids import DEFAULT_AGENT
 from hirag_oz.memory.levels import Level
-from hirag_oz.memory.models import DEFAULT_AGENT, NewContext, SearchResult
+from hirag_oz.memory.models import NewContext, SearchResult
 from hirag_oz.store.filters import parse_filter
 from hirag_oz_client import models as m
 

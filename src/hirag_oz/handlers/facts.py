@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 from hirag_oz.errors import ValidationError
 from hirag_oz.facts import Anchor, Fact, FactQuery, NewFact
-from hirag_oz.memory.models import DEFAULT_AGENT, to_datetime
+from hirag_oz.kernel.ids import DEFAULT_AGENT
+from hirag_oz.memory.models import to_datetime
 from hirag_oz_client import models as m
 
 if TYPE_CHECKING:

@@ -21,12 +21,15 @@ from hirag_oz.errors import (
     UpstreamTimeoutError,
     ValidationError,
 )
+from hirag_oz.kernel.clock import Clock, SystemClock
+from hirag_oz.kernel.fusion import fuse_hybrid
+from hirag_oz.kernel.ids import DEFAULT_AGENT, check_agent_id, check_scope_id, is_uuid
+from hirag_oz.kernel.sparse_setup import open_hybrid_collections
+from hirag_oz.kernel.validation import check_metadata, check_text, check_timestamp
 from hirag_oz.memory.access import AccessCounts
 from hirag_oz.memory.budget import Candidate, select_within_budget
-from hirag_oz.memory.clock import Clock, SystemClock
 from hirag_oz.memory.levels import Level
 from hirag_oz.memory.models import (
-    DEFAULT_AGENT,
     Context,
     MaintenanceReport,
     NewContext,
@@ -34,15 +37,8 @@ from hirag_oz.memory.models import (
     StoredRef,
     to_datetime,
 )
-from hirag_oz.memory.ranking import Weights, composite, fuse_hybrid
-from hirag_oz.memory.validation import (
-    check_metadata,
-    check_scope_id,
-    check_text,
-    check_timestamp,
-)
+from hirag_oz.memory.ranking import Weights, composite
 from hirag_oz.store.base import (
-    CollectionSpec,
     Condition,
     Distance,
     FieldType,
@@ -113,7 +109,6 @@ class HiRAG:
         self.counter = counter
         self.settings = settings or HiragSettings()
         self.clock = clock or SystemClock()
-        self.sparse = sparse or Bm25Encoder()
         self.distance: Distance = distance
         w = self.settings.weights
         self.weights = Weights(w.similarity, w.recency, w.level, w.frequency)
@@ -124,10 +119,14 @@ class HiRAG:
             Level.LONG_TERM: a.long_term,
         }
         self.collections = {lvl: f"{collection_prefix}_{lvl.suffix}" for lvl in Level}
-        dimension = embedder.dimension
-        indexes = collection_indexes(self.settings.metadata_indexes)
-        for name in self.collections.values():
-            store.ensure_collection(CollectionSpec(name, dimension, distance, indexes))
+        self.sparse = open_hybrid_collections(
+            store,
+            self.collections.values(),
+            embedder.dimension,
+            distance,
+            collection_indexes(self.settings.metadata_indexes),
+            sparse,
+        )
         self._seq_lock = threading.Lock()
         self._last_seq = 0
         self._rescale_seq()
@@ -253,8 +252,7 @@ class HiRAG:
     ) -> tuple[str, Level, str, str | None, str | None, dict[str, Any], float | None]:
         text = check_text(item.text, f"{where}.text", self.settings.max_text_chars)
         level = Level.parse(item.level)
-        agent = check_scope_id(item.agent_id or DEFAULT_AGENT, "agent_id", required=True)
-        assert agent is not None
+        agent = check_agent_id(item.agent_id)
         session = check_scope_id(item.session_id, "session_id")
         user = check_scope_id(item.user_id, "user_id")
         metadata = check_metadata(item.metadata)
@@ -405,8 +403,7 @@ class HiRAG:
                 {"field": "max_tokens"},
             )
         wanted = _parse_levels(levels)
-        agent = check_scope_id(agent_id or DEFAULT_AGENT, "agent_id", required=True)
-        assert agent is not None
+        agent = check_agent_id(agent_id)
         scope = _scope_filter(
             agent, check_scope_id(session_id, "session_id"), check_scope_id(user_id, "user_id")
         )
@@ -904,13 +901,5 @@ def _context(point: StoredPoint, level: Level) -> Context:
 
 
 def _check_id(context_id: str) -> None:
-    if not _is_uuid(context_id):
+    if not is_uuid(context_id):
         raise ValidationError("id must be a UUID", {"field": "id", "value": str(context_id)[:64]})
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(str(value))
-    except ValueError:
-        return False
-    return True

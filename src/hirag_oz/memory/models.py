@@ -6,9 +6,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from hirag_oz.kernel.ids import DEFAULT_AGENT
 from hirag_oz.memory.levels import Level
-
-DEFAULT_AGENT = "default"
 
 
 @dataclass

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from hirag_oz.errors import ValidationError
-from hirag_oz.memory.validation import INT64, is_utf8
+from hirag_oz.kernel.validation import INT64, is_utf8
 from hirag_oz.store.base import Condition, Filter, Range
 
 _MAX_DEPTH = 4

@@ -19,7 +19,6 @@ from cachetools import LRUCache, TTLCache
 from PIL import Image
 
 from hirag_oz.config import VisionSettings
-from hirag_oz.context.extractive import STOPWORDS
 from hirag_oz.embeddings.base import Embedder
 from hirag_oz.errors import (
     HiragError,
@@ -28,10 +27,12 @@ from hirag_oz.errors import (
     ValidationError,
     error_class,
 )
-from hirag_oz.memory.ranking import fuse_hybrid
-from hirag_oz.memory.validation import check_metadata, check_scope_id, check_text
+from hirag_oz.kernel.fusion import fuse_hybrid
+from hirag_oz.kernel.ids import check_agent_id, is_uuid
+from hirag_oz.kernel.sparse_setup import open_hybrid_collections
+from hirag_oz.kernel.stopwords import STOPWORDS
+from hirag_oz.kernel.validation import check_metadata, check_text
 from hirag_oz.store.base import (
-    CollectionSpec,
     Condition,
     Distance,
     FieldType,
@@ -41,7 +42,6 @@ from hirag_oz.store.base import (
     VectorStore,
 )
 from hirag_oz.store.filters import check_match
-from hirag_oz.store.sparse import Bm25Encoder
 from hirag_oz.tokens import TokenCounter
 from hirag_oz.vision import documents, layout, sources
 from hirag_oz.vision.jobs import (
@@ -167,10 +167,9 @@ class VisionService:
         self.engine = engine
         self.distance = distance
         self.observer = observer
-        self.sparse = Bm25Encoder()
         self.collection = f"{collection_prefix}_regions"
-        backend.ensure_collection(
-            CollectionSpec(self.collection, embedder.dimension, distance, REGION_INDEXES)
+        self.sparse = open_hybrid_collections(
+            backend, [self.collection], embedder.dimension, distance, REGION_INDEXES
         )
         root = Path(data_dir) / "vision"
         self.pages_dir = root / "pages"
@@ -326,7 +325,7 @@ class VisionService:
         return Job(
             job_id=job_id or new_job_id(),
             status="queued",
-            agent_id=_agent(agent_id),
+            agent_id=check_agent_id(agent_id),
             source_kind=source.kind,
             source=source.location,
             source_name=source.name,
@@ -505,7 +504,7 @@ class VisionService:
         text = check_text(query, "query", MAX_QUERY_CHARS)
         if not 1 <= top_k <= MAX_TOP_K:
             raise ValidationError(f"top_k must be 1 to {MAX_TOP_K}", {"field": "top_k"})
-        flt = self._filter(_agent(agent_id), filters or RegionFilters())
+        flt = self._filter(check_agent_id(agent_id), filters or RegionFilters())
         dense, sparse = self.backend.hybrid_search(
             self.collection,
             self.embedder.embed([text])[0],
@@ -567,9 +566,10 @@ class VisionService:
             raise ValidationError(
                 f"region_ids must hold 1 to {limit} ids", {"field": "region_ids", "max": limit}
             )
-        agent = _agent(agent_id)
+        agent = check_agent_id(agent_id)
         unique = list(dict.fromkeys(region_ids))
-        valid = [rid for rid in unique if _is_uuid(rid)]
+        # An id that is not a UUID string is reported missing, never sent to the store.
+        valid = [rid for rid in unique if isinstance(rid, str) and is_uuid(rid)]
         found = {
             p.id: p
             for p in self.backend.retrieve(self.collection, valid)
@@ -637,18 +637,6 @@ class VisionService:
     def count(self, agent_id: str | None = None) -> int:
         flt = None if agent_id is None else Filter(must=(Condition("agent_id", match=agent_id),))
         return self.backend.count(self.collection, flt)
-
-
-def _agent(agent_id: str | None) -> str:
-    return check_scope_id(agent_id or "default", "agent_id", required=True) or "default"
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except (ValueError, TypeError, AttributeError):
-        return False
-    return True
 
 
 def _region(point: StoredPoint) -> Region:

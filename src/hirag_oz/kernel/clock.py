@@ -7,9 +7,13 @@ from typing import Protocol
 
 
 class Clock(Protocol):
+    """Where the stores read the time; tests pass one they can move forward."""
+
     def now(self) -> float: ...
 
 
 class SystemClock:
+    """The wall clock."""
+
     def now(self) -> float:
         return time.time()

@@ -1,4 +1,8 @@
-"""Input rules for stored text, queries, scope ids and metadata."""
+"""Input rules for stored text, queries, metadata and timestamps.
+
+Every store (contexts, facts, regions) and the filter parser apply the same rules, so text
+that one part accepts is text that every other part can store and give back unchanged.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ from typing import Any
 
 from hirag_oz.errors import ValidationError
 
-_ID = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
 _META_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
 MAX_METADATA_BYTES = 16 * 1024
 MAX_METADATA_DEPTH = 4
@@ -34,17 +37,6 @@ def check_text(text: Any, field: str, max_chars: int) -> str:
                 {"field": field, "codepoint": f"U+{ord(ch):04X}"},
             )
     return text
-
-
-def check_scope_id(value: Any, field: str, required: bool = False) -> str | None:
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not _ID.match(value):
-        raise ValidationError(
-            f"{field} must be 1-128 characters of letters, digits and _ . : @ -",
-            {"field": field},
-        )
-    return value
 
 
 def check_metadata(metadata: Any) -> dict[str, Any]:
