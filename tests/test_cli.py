@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from click.testing import CliRunner
 
 from hirag_oz.cli import cli
@@ -267,7 +268,7 @@ def test_facts_add_and_query(tmp_path: Path) -> None:
     assert "billing | owned_by | payments team" in listed.output and "1 of 1 facts" in listed.output
 
 
-def test_vision_index_search_decode(tmp_path: Path) -> None:
+def test_vision_index_search_decode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from hirag_oz.vision.ocr import tesseract_available
     from tests.vision_samples import page_of_paragraphs, scanned_pdf, text_pdf
 
@@ -284,8 +285,9 @@ def test_vision_index_search_decode(tmp_path: Path) -> None:
     assert re.search(
         r"job_[0-9a-f]{32}  succeeded  doc doc_\w+  pages 1/1  regions 1", result.output
     )
-    again = runner.invoke(cli, ["index-document", str(layer), "--data-dir", str(data)])
-    assert "(already indexed)" in again.output
+    monkeypatch.chdir(tmp_path)  # a relative path is the working directory's
+    again = runner.invoke(cli, ["index-document", "layer.pdf", "--data-dir", str(data)])
+    assert "(already indexed)" in again.output, again.output
     # A bad --metadata is a ValidationError raised by the command before anything is opened
     # (`hirag-oz`, main, prints "error: ..." and exits 2 on it), no longer a click usage error.
     from hirag_oz.errors import NotFoundError, ValidationError

@@ -31,6 +31,8 @@ Kind = Literal["flag", "json", "many", "choice", "text"]
 # What a command line means by default where the wire default does not fit it: a command
 # indexes the document before it returns (it would otherwise wait for it at exit anyway).
 CLI_DEFAULTS: dict[str, dict[str, Any]] = {"index_document": {"wait": True}}
+# Fields that name a document: on a command line a relative path is the working directory's.
+LOCAL_PATHS = frozenset({"doc_url"})
 
 
 def _kind(annotation: Any) -> tuple[Kind, tuple[str, ...]]:
@@ -107,6 +109,8 @@ def _param(name: str, info: FieldInfo, positional: bool, default: Any) -> click.
 def _value(name: str, info: FieldInfo, given: Any) -> Any:
     """The command line's value of a field as the request model reads it; None: not given."""
     kind, _ = _kind(info.annotation)
+    if name in LOCAL_PATHS and isinstance(given, str) and "://" not in given:
+        return str(Path(given).expanduser().resolve())
     if kind == "many":
         return list(given) if given else None
     if kind == "json" and given is not None:
