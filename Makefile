@@ -11,7 +11,7 @@ PORT ?= 8081
 # Extra arguments of bench/report.py for `make bench`, e.g. --quick.
 BENCH_ARGS ?=
 
-.PHONY: install install-dev ocr-engine test-services bench-ocr serve test lint typecheck bench bench-store bench-http bench-recall bench-build bench-facts clean
+.PHONY: install install-dev ocr-engine test-services bench-ocr serve test lint typecheck bench bench-store bench-http bench-recall bench-build bench-facts bench-sessions clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -87,6 +87,11 @@ bench-facts: install-dev
 
 bench-ocr: install-dev ocr-engine
 	$(BIN)/python bench/ocr_fidelity.py
+
+# The development conversations replayed through sessions (DATA: a folder of LoCoMo JSON
+# files; default the shared development set beside the checkout).
+bench-sessions: install-dev
+	$(BIN)/python bench/session_replay.py $(or $(DATA),../shared/data/locomo-dev)
 
 bench-recall: install-dev
 	@test -n "$(DATA)" || { echo "usage: make bench-recall DATA=<folder of LoCoMo JSON files>"; exit 2; }

@@ -192,6 +192,17 @@ def test_schema_errors_list_the_fields(client: httpx.Client) -> None:
     assert {"query", "max_tokens"} <= fields
 
 
+def test_a_bad_query_parameter_is_a_422_naming_it(client: httpx.Client) -> None:
+    client.post(
+        "/api/v1/sessions/s1/messages", json={"messages": [{"role": "user", "content": "hi"}]}
+    )
+    r = client.get("/api/v1/sessions/s1/messages", params={"limit": -5, "after": -1})
+    body = _envelope(r, 422, "VALIDATION_ERROR")
+    fields = {e["field"] for e in body["details"]["errors"]}  # type: ignore[index]
+    assert fields == {"query.limit", "query.after"}
+    assert client.get("/api/v1/sessions/s1/messages", params={"limit": 1}).status_code == 200
+
+
 def test_openapi_and_health(client: httpx.Client) -> None:
     spec = client.get("/openapi.json").json()
     assert "/api/v1/contexts/search" in spec["paths"]

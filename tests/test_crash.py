@@ -286,7 +286,9 @@ def test_every_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
 
 
 MAINTENANCE_ROUNDS = 4
-L2_TTL = 0.5
+# Long enough that a batch acknowledged on a loaded machine (its request can take most of a
+# second) was sent within the TTL before the kill that follows it.
+L2_TTL = 1.5
 # Maintenance every 1.5 s moves (or deletes) everything stored more than L2_TTL s before:
 # bursts of several batches, which the kills aim at.
 MAINTENANCE_ENV = {
@@ -377,7 +379,7 @@ def test_kill_9_during_l2_maintenance_loses_and_duplicates_nothing(
             in_burst += _wait_for_burst(http, mode, timeout=15)
         # Killed while a batch sent within the TTL is acknowledged, so that the expiry round
         # has items it must keep (on a loaded machine a batch may take longer than the TTL).
-        _wait_for_recent_ack(acked, L2_TTL / 2, timeout=15)
+        _wait_for_recent_ack(acked, L2_TTL - 0.2, timeout=15)
         time.sleep(rng.uniform(0.0, 0.1))
         killed_at = time.time()
         _kill(proc)

@@ -43,6 +43,14 @@ TOOLS = {
     "get_job": {"job_id"},
     "search_regions": {"query"},
     "decode_regions": {"region_ids"},
+    "append_messages": {"session_id", "messages"},
+    "session_context": {"session_id", "system_prompt"},
+    "get_session": {"session_id"},
+    "list_sessions": set(),
+    "list_messages": {"session_id"},
+    "update_brief": {"session_id", "brief"},
+    "close_session": {"session_id"},
+    "delete_session": {"session_id"},
     "health": set(),
 }
 

@@ -43,6 +43,14 @@ TOOLS = {
     "get_job",
     "search_regions",
     "decode_regions",
+    "append_messages",
+    "session_context",
+    "get_session",
+    "list_sessions",
+    "list_messages",
+    "update_brief",
+    "close_session",
+    "delete_session",
     "health",
 }
 
@@ -161,6 +169,28 @@ def _valid_calls(docs: Path) -> list[Call]:
         Call("health", "health", {}),
         Call("delete_context", "delete_context", {"context_id": ref("store_contexts", "ids.0")}),
         Call("clear_contexts", "clear_contexts", {"level": "ShortTerm"}),
+        Call(
+            "append_messages",
+            "append_messages",
+            {
+                "session_id": "chat-1",
+                "messages": [
+                    {"role": "user", "content": "Which theme do I like?", "message_id": "m1"},
+                    {"role": "assistant", "content": "Dark mode, everywhere."},
+                ],
+            },
+        ),
+        Call(
+            "session_context",
+            "session_context",
+            {"session_id": "chat-1", "system_prompt": "You are a helpful assistant."},
+        ),
+        Call("get_session", "get_session", {"session_id": "chat-1"}),
+        Call("list_sessions", "list_sessions", {}),
+        Call("list_messages", "list_messages", {"session_id": "chat-1", "limit": 10}),
+        Call("update_brief", "update_brief", {"session_id": "chat-1", "brief": "Theme talk."}),
+        Call("close_session", "close_session", {"session_id": "chat-1"}),
+        Call("delete_session", "delete_session", {"session_id": "chat-1"}),
     ]
     return calls
 
@@ -220,6 +250,13 @@ def _error_calls(docs: Path) -> list[Call]:
             "delete_fact",
             {"fact_id": "3f1c2b9e-0d4a-4c55-9a7e-5b1d2c3e4f50"},
             "NOT_FOUND",
+        ),
+        Call("get_session_unknown", "get_session", {"session_id": "nobody"}, "NOT_FOUND"),
+        Call(
+            "append_messages_bad_role",
+            "append_messages",
+            {"session_id": "chat-2", "messages": [{"role": "robot", "content": "hi"}]},
+            "VALIDATION_ERROR",
         ),
         # No outputSchema to check against: the control case.
         Call("unknown_tool", "no_such_tool", {}, "NOT_FOUND"),
@@ -346,6 +383,16 @@ def test_valid_calls_return_what_was_stored(run: Run) -> None:
     assert run.result("delete_context")["structuredContent"]["deleted"] is True
     # Deploys happen on Tuesdays, and the second item of store_contexts.
     assert run.result("clear_contexts")["structuredContent"]["cleared"] == 2
+    appended = run.result("append_messages")["structuredContent"]
+    assert [m["role"] for m in appended["messages"]] == ["user", "assistant"]
+    prompt = run.result("session_context")["structuredContent"]
+    assert [t["content"] for t in prompt["recent_turns"]] == [
+        "Which theme do I like?",
+        "Dark mode, everywhere.",
+    ]
+    assert run.result("list_sessions")["structuredContent"]["total"] == 1
+    assert run.result("close_session")["structuredContent"]["state"] == "closed"
+    assert run.result("delete_session")["structuredContent"]["messages_deleted"] == 3
 
 
 @pytest.mark.parametrize("label", ERROR_LABELS)

@@ -53,6 +53,12 @@ TIMING = {
     "uptime_secs",
     "checked_at",
     "response_time_ms",
+    "first_at",
+    "last_at",
+    # A message's order in its session: a clock in microseconds, so that it keeps rising
+    # across restarts.
+    "seq",
+    "next_after",
 }
 _DRAWN = re.compile(
     r"^(?:job_[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12})$"
@@ -156,6 +162,53 @@ def _steps(document: Path) -> list[Step]:
         ),
         Step("delete_context", lambda r: {"context_id": r[0]["id"], "agent_id": AGENT}),
         Step("clear_contexts", fixed(level="ShortTerm", agent_id=AGENT)),
+        Step(
+            "append_messages",
+            fixed(
+                session_id="chat-1",
+                agent_id=AGENT,
+                user_id="u1",
+                messages=[
+                    {
+                        "role": "user",
+                        "content": "I adopted a dog named Biscuit",
+                        "name": "Ana",
+                        "timestamp": T0,
+                        "message_id": "m1",
+                    },
+                    {
+                        "role": "assistant",
+                        "content": "Biscuit is a lovely name.",
+                        "timestamp": T0,
+                        "message_id": "m2",
+                    },
+                ],
+            ),
+        ),
+        Step(
+            "append_messages",
+            fixed(
+                session_id="chat-1",
+                agent_id=AGENT,
+                messages=[
+                    {"role": "assistant", "content": "again", "message_id": "m2"},
+                    {"role": "user", "content": "Who owns billing?", "timestamp": T1},
+                ],
+            ),
+        ),
+        Step(
+            "session_context",
+            fixed(session_id="chat-1", agent_id=AGENT, system_prompt="You are helpful."),
+        ),
+        Step("get_session", fixed(session_id="chat-1", agent_id=AGENT)),
+        Step("list_sessions", fixed(agent_id=AGENT)),
+        Step("list_messages", fixed(session_id="chat-1", agent_id=AGENT, limit=2)),
+        Step(
+            "update_brief",
+            fixed(session_id="chat-1", agent_id=AGENT, brief="Ana adopted a dog, Biscuit."),
+        ),
+        Step("close_session", fixed(session_id="chat-1", agent_id=AGENT)),
+        Step("delete_session", fixed(session_id="chat-1", agent_id=AGENT)),
         Step("health", fixed()),
         Step("get_context", fixed(context_id=UNKNOWN), fails=True),
         Step("search_contexts", fixed(query="   ", max_tokens=10), fails=True),
@@ -165,6 +218,7 @@ def _steps(document: Path) -> list[Step]:
             fails=True,
         ),
         Step("get_job", fixed(job_id="job_" + "0" * 32), fails=True),
+        Step("get_session", fixed(session_id="chat-1", agent_id=AGENT), fails=True),
     ]
 
 
@@ -334,16 +388,27 @@ def test_every_surface_answers_every_operation_alike(
     by_surface["cli"] = _run(_cli(cli_settings.server.data_dir), steps)
 
     expected = by_surface["library"]
+    done = {step.op: result for step, result in zip(steps, expected, strict=True) if not step.fails}
     # The scenario did what it says, so that agreeing means something.
     assert expected[2]["contexts"][0]["text"].startswith("The billing service")
-    assert expected[10]["status"] == "succeeded" and expected[10]["regions"] == 1
-    assert expected[13]["results"][0]["text"].startswith("The Porto depot budget")
-    assert expected[15]["cleared"] == 1
-    assert expected[16]["status"] in ("healthy", "degraded")
-    assert [r["error"]["code"] for r in expected[-4:]] == [
+    assert (
+        done["index_document"]["status"] == "succeeded" and done["index_document"]["regions"] == 1
+    )
+    assert done["decode_regions"]["results"][0]["text"].startswith("The Porto depot budget")
+    assert done["clear_contexts"]["cleared"] == 1
+    assert done["health"]["status"] in ("healthy", "degraded")
+    appended = [r for step, r in zip(steps, expected, strict=True) if step.op == "append_messages"]
+    assert [m["duplicate"] for m in appended[1]["messages"]] == [True, False]
+    assert appended[1]["session"]["message_count"] == 3
+    assert done["session_context"]["recent_turns"][-1]["content"] == "Who owns billing?"
+    assert done["list_messages"]["next_after"] is not None
+    assert done["close_session"]["levels"]["LongTerm"] == 3
+    assert done["delete_session"]["messages_deleted"] == 4  # three messages and the summary
+    assert [r["error"]["code"] for r in expected[-5:]] == [
         "NOT_FOUND",
         "VALIDATION_ERROR",
         "VALIDATION_ERROR",
+        "NOT_FOUND",
         "NOT_FOUND",
     ]
     for name, results in by_surface.items():

@@ -297,6 +297,27 @@ class FactsSettings(_Section):
     functional_predicates: list[str] = Field(default_factory=list)
 
 
+class SessionSettings(_Section):
+    facts_in_prompt: int = Field(5, ge=0, le=50)
+    """Facts valid now that a session's prompt is offered for its query."""
+    summaries: bool = True
+    """Store a session summary in LongTerm when a session is consolidated."""
+    summary_tokens: int = Field(128, ge=16, le=2000)
+    """A session summary's length: short, so that a few of them never crowd the retrieved
+    slot."""
+    summary_sessions: int = Field(0, ge=0, le=20)
+    """A session's prompt follows the summaries of this many other sessions that best match
+    its query to their best messages. Off by default: on the development conversations it
+    found no more evidence and took six times as long (bench/README.md, session_replay)."""
+    summaries_retrieved: bool = False
+    """Let session summaries fill a session prompt's retrieved slot like any context (they
+    crowded out turns on the development conversations)."""
+    messages_per_summary: int = Field(3, ge=1, le=20)
+    idle_secs: float | None = Field(3600.0, gt=0)
+    """A session without an append for this long is consolidated by the service's background
+    maintenance (every `hirag.maintenance_interval_secs`); None: only when closed."""
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
@@ -355,6 +376,7 @@ class Settings(BaseSettings):
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     vision: VisionSettings = Field(default_factory=VisionSettings)
     facts: FactsSettings = Field(default_factory=FactsSettings)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 

@@ -195,8 +195,12 @@ def serve_mcp(
         with stdout_to_stderr():
             hirag.open_all()
         if settings.hirag.maintenance_enabled:
-            # Level moves, expiry and access-count writes, as in the HTTP service.
+            # Level moves, expiry, access-count writes and idle sessions, as in the HTTP
+            # service.
             hirag.contexts.start_maintenance()
+            idle = settings.sessions.idle_secs
+            if idle is not None:
+                hirag.sessions.start_maintenance(settings.hirag.maintenance_interval_secs, idle)
         with stdout_to_stderr():
             server = build_mcp_server(hirag)
         if transport == "stdio":

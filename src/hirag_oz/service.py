@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from hirag_oz.observability.health import HealthChecker
     from hirag_oz.observability.metrics import Metrics
     from hirag_oz.observability.tracing import Tracing
+    from hirag_oz.sessions import Sessions
     from hirag_oz.store.base import VectorStore
     from hirag_oz.tokens import TokenCounterInfo
     from hirag_oz.vision.service import VisionService
@@ -277,6 +278,39 @@ class Hirag(Operations):
         return self._part("documents", build)
 
     @property
+    def sessions(self) -> Sessions:
+        """Conversation sessions: messages in, the next prompt out."""
+
+        def build() -> Sessions:
+            from hirag_oz.sessions import SessionRecords, Sessions
+
+            records = SessionRecords(
+                self.store,
+                self.embedder.dimension,
+                collection_prefix=self.settings.vector_db.collection_prefix,
+                distance=self.settings.vector_db.distance,
+            )
+            sessions = Sessions(
+                self.contexts,
+                records,
+                self.prompts,
+                self.facts,
+                facts_in_prompt=self.settings.sessions.facts_in_prompt,
+                summaries=self.settings.sessions.summaries,
+                summary_tokens=self.settings.sessions.summary_tokens,
+                summary_sessions=self.settings.sessions.summary_sessions,
+                messages_per_summary=self.settings.sessions.messages_per_summary,
+                summaries_retrieved=self.settings.sessions.summaries_retrieved,
+                clock=self._clock,
+            )
+            idle = self.settings.sessions.idle_secs
+            if self.serving and self.settings.hirag.maintenance_enabled and idle is not None:
+                sessions.start_maintenance(self.settings.hirag.maintenance_interval_secs, idle)
+            return sessions
+
+        return self._part("sessions", build)
+
+    @property
     def health_checker(self) -> HealthChecker:
         """Probes of the store, the model, the token counter, OCR and the breakers."""
 
@@ -289,7 +323,7 @@ class Hirag(Operations):
 
     def open_all(self) -> None:
         """Build every capability now (a server does, so its first requests do not wait)."""
-        for name in ("contexts", "prompts", "facts", "documents", "health_checker"):
+        for name in ("contexts", "prompts", "facts", "documents", "sessions", "health_checker"):
             getattr(self, name)
 
     # ------------------------------------------------------------------------ operations
@@ -315,6 +349,8 @@ class Hirag(Operations):
             built = self._built
         if "health" in built:
             built["health"].close()
+        if "sessions" in built:
+            built["sessions"].stop_maintenance()
         if "documents" in built:
             built["documents"].close()
         if "prompts" in built:

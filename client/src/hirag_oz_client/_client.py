@@ -169,6 +169,14 @@ class Operations:
     get_job = sync_method(ops.GET_JOB)
     search_regions = sync_method(ops.SEARCH_REGIONS)
     decode_regions = sync_method(ops.DECODE_REGIONS)
+    append_messages = sync_method(ops.APPEND_MESSAGES)
+    session_context = sync_method(ops.SESSION_CONTEXT)
+    get_session = sync_method(ops.GET_SESSION)
+    list_sessions = sync_method(ops.LIST_SESSIONS)
+    list_messages = sync_method(ops.LIST_MESSAGES)
+    update_brief = sync_method(ops.UPDATE_BRIEF)
+    close_session = sync_method(ops.CLOSE_SESSION)
+    delete_session = sync_method(ops.DELETE_SESSION)
     health = sync_method(ops.HEALTH)
 
 
@@ -194,6 +202,14 @@ class AsyncOperations:
     get_job = async_method(ops.GET_JOB)
     search_regions = async_method(ops.SEARCH_REGIONS)
     decode_regions = async_method(ops.DECODE_REGIONS)
+    append_messages = async_method(ops.APPEND_MESSAGES)
+    session_context = async_method(ops.SESSION_CONTEXT)
+    get_session = async_method(ops.GET_SESSION)
+    list_sessions = async_method(ops.LIST_SESSIONS)
+    list_messages = async_method(ops.LIST_MESSAGES)
+    update_brief = async_method(ops.UPDATE_BRIEF)
+    close_session = async_method(ops.CLOSE_SESSION)
+    delete_session = async_method(ops.DELETE_SESSION)
     health = async_method(ops.HEALTH)
 
 

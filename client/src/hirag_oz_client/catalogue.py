@@ -301,6 +301,107 @@ DECODE_REGIONS = declare(
     read_only=True,
     arguments=("region_ids",),
 )
+APPEND_MESSAGES = declare(
+    "append_messages",
+    "sessions",
+    "Append messages to a session (created on first use), in order; a message whose "
+    "message_id the session has is not stored again. Older messages fold into the brief.",
+    "POST",
+    "/api/v1/sessions/{session_id}/messages",
+    m.AppendMessagesRequest,
+    m.AppendMessagesResponse,
+    status=201,
+    errors=(*_INPUT, e.ConflictError, *_EMBEDS, e.InsufficientStorageError),
+    idempotent=True,
+    arguments=("session_id",),
+)
+SESSION_CONTEXT = declare(
+    "session_context",
+    "sessions",
+    "The session's next prompt within the token budget: its brief, its newest messages "
+    "verbatim, and memories from elsewhere (other sessions, contexts, facts valid now).",
+    "POST",
+    "/api/v1/sessions/{session_id}/context",
+    m.SessionContextRequest,
+    m.BuildContextResponse,
+    errors=(*_SCOPED, *_EMBEDS),
+    read_only=True,
+    arguments=("session_id",),
+)
+GET_SESSION = declare(
+    "get_session",
+    "sessions",
+    "A session: its brief, state, counts, token total, first and last activity, levels.",
+    "GET",
+    "/api/v1/sessions/{session_id}",
+    m.GetSessionRequest,
+    m.SessionOut,
+    errors=_SCOPED,
+    read_only=True,
+    arguments=("session_id",),
+)
+LIST_SESSIONS = declare(
+    "list_sessions",
+    "sessions",
+    "The sessions of an agent (or of one of its users), most recently active first.",
+    "GET",
+    "/api/v1/sessions",
+    m.ListSessionsRequest,
+    m.ListSessionsResponse,
+    errors=_INPUT,
+    read_only=True,
+)
+LIST_MESSAGES = declare(
+    "list_messages",
+    "sessions",
+    "A page of a session's messages, oldest first, on whichever level they are now.",
+    "GET",
+    "/api/v1/sessions/{session_id}/messages",
+    m.ListMessagesRequest,
+    m.ListMessagesResponse,
+    errors=_SCOPED,
+    read_only=True,
+    arguments=("session_id",),
+)
+UPDATE_BRIEF = declare(
+    "update_brief",
+    "sessions",
+    "Replace a session's running brief; later folds summarize into the new one.",
+    "PUT",
+    "/api/v1/sessions/{session_id}/brief",
+    m.UpdateBriefRequest,
+    m.SessionOut,
+    errors=_SCOPED,
+    query=("agent_id",),
+    idempotent=True,
+    arguments=("session_id",),
+)
+CLOSE_SESSION = declare(
+    "close_session",
+    "sessions",
+    "Consolidate a session: its messages move to LongTerm and its summary is stored there, "
+    "linked to it. Appending again reopens it.",
+    "POST",
+    "/api/v1/sessions/{session_id}/close",
+    m.CloseSessionRequest,
+    m.SessionOut,
+    errors=(*_SCOPED, *_EMBEDS),
+    idempotent=True,
+    arguments=("session_id",),
+)
+DELETE_SESSION = declare(
+    "delete_session",
+    "sessions",
+    "Delete a session: its messages on every level, its brief and its summary.",
+    "DELETE",
+    "/api/v1/sessions/{session_id}",
+    m.DeleteSessionRequest,
+    m.DeletedSessionResponse,
+    errors=_SCOPED,
+    destructive=True,
+    idempotent=True,
+    arguments=("session_id",),
+)
 HEALTH = declare(
     "health",
     "service",
@@ -330,6 +431,14 @@ OPERATIONS: tuple[Operation[..., Any, Any], ...] = (
     GET_JOB,
     SEARCH_REGIONS,
     DECODE_REGIONS,
+    APPEND_MESSAGES,
+    SESSION_CONTEXT,
+    GET_SESSION,
+    LIST_SESSIONS,
+    LIST_MESSAGES,
+    UPDATE_BRIEF,
+    CLOSE_SESSION,
+    DELETE_SESSION,
     HEALTH,
 )
 BY_NAME: dict[str, Operation[..., Any, Any]] = {op.name: op for op in OPERATIONS}

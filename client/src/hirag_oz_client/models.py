@@ -527,3 +527,137 @@ class HealthResponse(BaseModel):
     store: dict[str, Any] | None = Field(
         None, description="Items per level and the models in use; null while not ready."
     )
+
+
+# ---- sessions ----------------------------------------------------------------------------
+
+_SESSION_PATH_DOC = "The session's id (1-128 letters, digits and _ . : @ -); created on first use."
+
+
+class MessageIn(_Request):
+    role: Literal["user", "assistant", "system", "tool"] = Field(..., description="Who spoke.")
+    content: str = Field(..., description="What was said.")
+    name: str | None = Field(None, description="The speaker's name (optional).")
+    timestamp: datetime | float | None = Field(
+        None, description="When it was said (ISO 8601 or epoch seconds); default now."
+    )
+    metadata: dict[str, Any] | None = Field(None, description="Native JSON kept with it.")
+    message_id: str | None = Field(
+        None,
+        description="The client's id for the message: an append retried with the same id "
+        "stores nothing again.",
+    )
+
+
+class AppendMessagesRequest(_Request):
+    session_id: str = Field(..., description=_SESSION_PATH_DOC)
+    messages: list[MessageIn] = Field(
+        ..., min_length=1, max_length=100, description="1-100 messages, oldest first."
+    )
+    agent_id: str | None = Field(None, description=_AGENT_DOC)
+    user_id: str | None = Field(None, description="The session's user (set on first use).")
+
+
+class SessionMessageOut(BaseModel):
+    id: str
+    session_id: str
+    seq: int = Field(..., description="Order within the session.")
+    role: str
+    content: str
+    name: str | None
+    message_id: str | None
+    timestamp: str
+    level: str = Field(..., description="Immediate while recent, then ShortTerm, LongTerm.")
+    token_count: int
+    metadata: dict[str, Any]
+    duplicate: bool = Field(False, description="Stored by an earlier append (same message_id).")
+
+
+class SessionOut(BaseModel):
+    session_id: str
+    agent_id: str
+    user_id: str | None
+    state: Literal["active", "closed"]
+    brief: str = Field(..., description="The running brief: what was folded out of the window.")
+    message_count: int
+    token_total: int
+    first_at: str | None
+    last_at: str | None
+    folds: int
+    summary_id: str | None = Field(..., description="The session summary in LongTerm, if closed.")
+    levels: dict[str, int] = Field(..., description="The session's messages on each level.")
+
+
+class AppendMessagesResponse(BaseModel):
+    messages: list[SessionMessageOut]
+    folded: int = Field(..., description="Messages folded into the brief by this append.")
+    session: SessionOut
+
+
+class SessionContextRequest(_Request):
+    session_id: str = Field(..., description="The session's id.")
+    system_prompt: str = Field(..., description="Sent first and unchanged.")
+    query: str | None = Field(
+        None, description="What to retrieve for; default the session's last user message."
+    )
+    agent_id: str | None = Field(None, description=_AGENT_DOC)
+    levels: list[str] | None = Field(None, description=f"Levels to retrieve from ({_LEVEL_DOC}).")
+    filters: dict[str, Any] | None = Field(None, description="As in search_contexts.")
+    snippets: list[SnippetIn] = Field(
+        default_factory=list, description="Text of your own, merged with what is retrieved."
+    )
+    budget: BudgetIn | None = Field(
+        None, description="Token slots for this call only; the others keep the configured ones."
+    )
+
+
+class GetSessionRequest(_Request):
+    session_id: str = Field(..., description="The session's id.")
+    agent_id: str | None = Field(None, description="Only this agent's session (404 otherwise).")
+
+
+class ListSessionsRequest(_Request):
+    agent_id: str | None = Field(None, description=_AGENT_DOC)
+    user_id: str | None = Field(None, description="Only this user's sessions.")
+    state: Literal["active", "closed"] | None = Field(None, description="Only sessions in it.")
+    limit: int = Field(50, ge=1, le=500, description="Page size.")
+    offset: int = Field(0, ge=0, description="Sessions to skip.")
+
+
+class ListSessionsResponse(BaseModel):
+    sessions: list[SessionOut] = Field(..., description="Most recently active first.")
+    total: int
+
+
+class ListMessagesRequest(_Request):
+    session_id: str = Field(..., description="The session's id.")
+    agent_id: str | None = Field(None, description="Only this agent's session (404 otherwise).")
+    after: int = Field(0, ge=0, description="Messages after this seq (0: from the first).")
+    limit: int = Field(50, ge=1, le=500, description="Page size.")
+
+
+class ListMessagesResponse(BaseModel):
+    messages: list[SessionMessageOut] = Field(..., description="Oldest first.")
+    next_after: int | None = Field(..., description="`after` of the next page; null at the end.")
+
+
+class UpdateBriefRequest(_Request):
+    session_id: str = Field(..., description="The session's id.")
+    agent_id: str | None = Field(None, description="Only this agent's session (404 otherwise).")
+    brief: str = Field(..., description="The session's new running brief.")
+
+
+class CloseSessionRequest(_Request):
+    session_id: str = Field(..., description="The session's id.")
+    agent_id: str | None = Field(None, description="Only this agent's session (404 otherwise).")
+
+
+class DeleteSessionRequest(_Request):
+    session_id: str = Field(..., description="The session's id.")
+    agent_id: str | None = Field(None, description="Only this agent's session (404 otherwise).")
+
+
+class DeletedSessionResponse(BaseModel):
+    id: str
+    deleted: bool
+    messages_deleted: int = Field(..., description="Messages and summary removed with it.")

@@ -14,7 +14,9 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
+import pydantic
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, create_model
 from starlette.concurrency import run_in_threadpool
@@ -105,9 +107,19 @@ def _endpoint(
             values = {k: v for k, v in given.items() if k != "body" and v is not None}
             if given.get("body") is not None:
                 values.update(given["body"].model_dump(exclude_unset=True))
-            call = op.request.model_validate(values)
+            try:
+                call = op.request.model_validate(values)
+            except pydantic.ValidationError as exc:
+                # A path or query value that breaks a rule of the request model: a 422
+                # naming it, as for a body.
+                raise RequestValidationError(
+                    [{**e, "loc": (_origin(str(e["loc"][0])), *e["loc"])} for e in exc.errors()]
+                ) from None
         result = await run(hirag, op, call)
         return json_response(result, op.status)
+
+    def _origin(field: str) -> str:
+        return "path" if field in path_fields else "query" if field in query_fields else "body"
 
     fields = op.request.model_fields
     parameters = [inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request)]

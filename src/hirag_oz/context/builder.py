@@ -246,7 +246,12 @@ def _choose_snippets(
     chosen: list[ChosenSnippet] = []
     left_out: list[Snippet] = []
     used = 0
+    seen: set[str] = set()
     for s in ranked:
+        if s.id is not None:
+            if s.id in seen:  # offered twice (retrieved, and led to by a summary)
+                continue
+            seen.add(s.id)
         tokens = counter.count(s.text)
         if tokens and used + tokens <= cap:
             chosen.append(_chosen(s, s.text, tokens))

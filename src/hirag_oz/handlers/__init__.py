@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from hirag_oz.handlers import contexts, documents, facts, prompts, service
+from hirag_oz.handlers import contexts, documents, facts, prompts, service, sessions
 
 if TYPE_CHECKING:
     from hirag_oz.service import Hirag
@@ -35,5 +35,13 @@ HANDLERS: dict[str, Handler] = {
     "get_job": documents.get_job,
     "search_regions": documents.search_regions,
     "decode_regions": documents.decode_regions,
+    "append_messages": sessions.append_messages,
+    "session_context": sessions.session_context,
+    "get_session": sessions.get_session,
+    "list_sessions": sessions.list_sessions,
+    "list_messages": sessions.list_messages,
+    "update_brief": sessions.update_brief,
+    "close_session": sessions.close_session,
+    "delete_session": sessions.delete_session,
     "health": service.health,
 }

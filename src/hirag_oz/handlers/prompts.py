@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from hirag_oz.context import Priority, Snippet, Turn
+from hirag_oz.context.builder import BuiltContext
 from hirag_oz.store.filters import parse_filter
 from hirag_oz_client import models as m
 
@@ -27,14 +28,23 @@ def build_context(hirag: Hirag, request: m.BuildContextRequest) -> m.BuildContex
         ],
         levels=request.levels,
         filters=parse_filter(request.filters),
-        snippets=[
-            Snippet(s.text, Priority.parse(s.priority), 1.0 if s.score is None else s.score)
-            for s in request.snippets
-        ],
+        snippets=snippets_in(request),
         budget=request.budget.model_dump(exclude_none=True) if request.budget else None,
     )
+    return built_out(hirag, built)
+
+
+def snippets_in(request: m.BuildContextRequest | m.SessionContextRequest) -> list[Snippet]:
+    return [
+        Snippet(s.text, Priority.parse(s.priority), 1.0 if s.score is None else s.score)
+        for s in request.snippets
+    ]
+
+
+def built_out(hirag: Hirag, built: BuiltContext) -> m.BuildContextResponse:
+    """The wire form of a built prompt, observed in the metrics."""
     if hirag.metrics is not None:
-        hirag.metrics.observe_build(built, builder.summarizer.name)
+        hirag.metrics.observe_build(built, hirag.prompts.summarizer.name)
         hirag.metrics.observe_budget(
             "build", built.allocation.prompt_tokens, built.allocation.max_total
         )

@@ -695,6 +695,36 @@ class HiRAG:
             self.backend.delete_by_filter(collection, flt)
         return removed
 
+    def delete_where(self, flt: Filter) -> int:
+        """Delete the items of every level that match `flt`; returns how many."""
+        removed = 0
+        with self.access.settling():
+            for collection in self.collections.values():
+                removed += self.backend.count(collection, flt)
+                self.backend.delete_by_filter(collection, flt)
+        return removed
+
+    def move_where(self, flt: Filter, target: Level) -> int:
+        """Move the items of the other levels that match `flt` to `target`, oldest first,
+        crash-safe as every move between levels; returns how many moved."""
+        moved = 0
+        for source in Level:
+            if source is target:
+                continue
+            collection = self.collections[source]
+            while True:
+                with self.access.settling() as settle:
+                    points = self.backend.scroll(
+                        collection, flt, _BATCH, order_by="seq", with_vectors=True
+                    )
+                    if not points:
+                        break
+                    done = self._move(points, target, source, settle)
+                moved += done
+                if done < len(points):  # points without vectors stay: do not loop on them
+                    break
+        return moved
+
     def _find(
         self, context_id: str, agent_id: str | None, with_vectors: bool, counted: bool = False
     ) -> tuple[StoredPoint, Level] | None:
