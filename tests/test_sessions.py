@@ -199,3 +199,35 @@ def test_delete_leaves_nothing_findable(hirag: Hirag) -> None:
         with pytest.raises(NotFoundError):
             read("gone")
     assert [r.session_id for r in sessions.matching()[0]] == []
+
+
+def test_a_matching_summary_leads_to_its_sessions_best_messages(
+    model: OnnxMiniLMEmbedder, tmp_path: Path, clock: FakeClock
+) -> None:
+    settings = _settings(tmp_path).model_copy(
+        update={"sessions": _settings(tmp_path).sessions.model_copy(update={"summary_sessions": 1})}
+    )
+    with Hirag(settings, model=model, clock=clock) as hirag:
+        sessions = hirag.sessions
+        sessions.append(
+            "lighthouse",
+            [
+                _say("We are restoring the old harbour lighthouse this spring"),
+                _say("The lighthouse lens needs new brass fittings", role="assistant"),
+                _say("Painting of the tower starts in May"),
+            ],
+        )
+        sessions.append("groceries", [_say("Buy oat milk and lemons")])
+        for done in ("lighthouse", "groceries"):
+            sessions.close(done)
+        sessions.append("now", [_say("What is happening with the harbour lighthouse?")])
+        # Only Immediate is searched directly: what comes from the closed sessions (LongTerm)
+        # came through their summaries.
+        led = sessions.context("now", system_prompt="You help.", levels=["Immediate"])
+        texts = [s.text for s in led.snippets]
+        assert "We are restoring the old harbour lighthouse this spring" in texts
+        assert not any("oat milk" in t for t in texts)
+        assert all(s.level == "LongTerm" for s in led.snippets)
+        off = hirag.sessions
+        off.summary_sessions = 0
+        assert off.context("now", system_prompt="You help.", levels=["Immediate"]).snippets == []
