@@ -28,13 +28,14 @@ SUMMARY = "Decided: ship Friday. Open: cache warmup. Owner: Alice."
 @dataclass
 class FakeChat:
     """Answers per request from `script`, then `default`: ok, slow, 500, 429, garbage, long,
-    empty."""
+    empty, hold (answers ok once `release` is set)."""
 
     default: str = "ok"
     script: list[str] = field(default_factory=list)
     bodies: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    release: threading.Event = field(default_factory=threading.Event)
     port: int = 0
 
     @property
@@ -58,6 +59,8 @@ def _handler(api: FakeChat) -> type[BaseHTTPRequestHandler]:
                 return
             if mode == "slow":
                 time.sleep(1.0)
+            if mode == "hold":
+                api.release.wait(30)
             if mode == "500":
                 self.send_json(500, b'{"error": {"message": "model overloaded"}}')
                 return

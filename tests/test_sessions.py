@@ -4,7 +4,8 @@ and the brief's cap, folds, consolidation, the next prompt and deletion."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -231,3 +232,45 @@ def test_a_matching_summary_leads_to_its_sessions_best_messages(
         off = hirag.sessions
         off.summary_sessions = 0
         assert off.context("now", system_prompt="You help.", levels=["Immediate"]).snippets == []
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize("answer", ["hold", "500"])
+def test_a_model_rewrites_the_folded_brief_without_holding_up_appends(
+    model: OnnxMiniLMEmbedder, tmp_path: Path, answer: str
+) -> None:
+    from tests.fake_http import serving
+    from tests.test_llm_summarizer import SUMMARY, FakeChat, _handler
+
+    chat = FakeChat(default=answer)
+    with serving(_handler(chat)) as port:
+        chat.port = port
+        settings = _settings(tmp_path).model_copy(
+            update={
+                "summarizer": _settings(tmp_path).summarizer.model_copy(
+                    update={"endpoint": chat.url, "max_retries": 0, "timeout_secs": 5}
+                )
+            }
+        )
+        with Hirag(settings, model=model) as hirag:
+            sessions = hirag.sessions
+            for i in range(WINDOW + 1):
+                done = sessions.append("llm", [_say(f"Step {i} of the migration is done")])
+            # The fold answered at once, extractive, while the model has not answered.
+            assert done.folded == 1 and "Step 0" in done.session.brief
+            assert sessions.get("llm").brief == done.session.brief
+            assert _wait_for(lambda: len(chat.bodies) == 1)
+            chat.release.set()
+            if answer == "hold":
+                assert _wait_for(lambda: sessions.get("llm").brief == SUMMARY)
+            else:  # the model failed: the extractive brief stays
+                hirag.sessions.shutdown()
+                assert sessions.get("llm").brief == done.session.brief

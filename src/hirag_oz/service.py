@@ -284,6 +284,10 @@ class Hirag(Operations):
         def build() -> Sessions:
             from hirag_oz.sessions import SessionRecords, Sessions
 
+            builder = self.prompts
+            # The configured model summarizer, if any, rewrites folded briefs in the background.
+            refiner = None if builder.summarizer is builder.fallback else builder.summarizer
+
             records = SessionRecords(
                 self.store,
                 self.embedder.dimension,
@@ -301,6 +305,7 @@ class Hirag(Operations):
                 summary_sessions=self.settings.sessions.summary_sessions,
                 messages_per_summary=self.settings.sessions.messages_per_summary,
                 summaries_retrieved=self.settings.sessions.summaries_retrieved,
+                refiner=refiner,
                 clock=self._clock,
             )
             idle = self.settings.sessions.idle_secs
@@ -350,7 +355,7 @@ class Hirag(Operations):
         if "health" in built:
             built["health"].close()
         if "sessions" in built:
-            built["sessions"].stop_maintenance()
+            built["sessions"].shutdown()
         if "documents" in built:
             built["documents"].close()
         if "prompts" in built:

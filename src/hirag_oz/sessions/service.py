@@ -18,6 +18,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -126,6 +127,7 @@ class Sessions:
         summary_sessions: int = 0,
         messages_per_summary: int = 3,
         summaries_retrieved: bool = False,
+        refiner: Summarizer | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.memory = memory
@@ -144,6 +146,10 @@ class Sessions:
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self._stop = threading.Event()
         self._maintenance: threading.Thread | None = None
+        # A model summarizer, when configured, rewrites each fold's brief in the background;
+        # one at a time, so refinements of one session land in the order of its folds.
+        self.refiner = refiner
+        self._refining = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hirag-brief")
 
     def start_maintenance(self, interval_secs: float, idle_secs: float) -> None:
         """Consolidate idle sessions every `interval_secs` on a daemon thread."""
@@ -166,6 +172,12 @@ class Sessions:
         if self._maintenance is not None:
             self._maintenance.join()
             self._maintenance = None
+
+    def shutdown(self) -> None:
+        """Stop the maintenance and finish the brief refinements under way (the store is
+        still open: its owner closes it after)."""
+        self.stop_maintenance()
+        self._refining.shutdown(wait=True)
 
     @property
     def folder(self) -> Summarizer:
@@ -324,7 +336,33 @@ class Sessions:
         record.brief = self.folder.summarize(texts, cap)
         record.folded_through = max(m.seq for m in pushed)
         record.folds += 1
+        if self.refiner is not None:
+            fold = (record.agent_id, record.session_id, record.folded_through, record.brief)
+            self._refining.submit(self._refine, fold, texts, cap)
         return len(pushed)
+
+    def _refine(self, fold: tuple[str, str, int, str], texts: list[str], cap: int) -> None:
+        """The model's brief for a fold, in place of the extractive one, unless the session
+        folded again (or its brief was replaced) meanwhile; on any failure the extractive
+        one stays."""
+        assert self.refiner is not None
+        agent, session, folded_through, extractive = fold
+        try:
+            brief = self.refiner.summarize(texts, cap)
+        except Exception as exc:
+            logger.warning("the brief of a session stays extractive: %s", exc)
+            return
+        if not brief.strip() or self.builder.counter.count(brief) > cap:
+            return
+        with self._lock(agent, session):
+            record = self.records.load(agent, session)
+            if record is None or (record.folded_through, record.brief) != (
+                folded_through,
+                extractive,
+            ):
+                return
+            record.brief = brief
+            self.records.save(record)
 
     # ------------------------------------------------------------------------------ read
     def _messages(
