@@ -24,6 +24,7 @@ from hirag_oz.errors import (
 from hirag_oz.kernel.clock import Clock, SystemClock
 from hirag_oz.kernel.fusion import fuse_hybrid
 from hirag_oz.kernel.ids import DEFAULT_AGENT, check_agent_id, check_scope_id, is_uuid
+from hirag_oz.kernel.periodic import Periodic
 from hirag_oz.kernel.sparse_setup import open_hybrid_collections
 from hirag_oz.kernel.validation import check_metadata, check_text, check_timestamp
 from hirag_oz.memory.access import AccessCounts
@@ -136,8 +137,7 @@ class HiRAG:
         self.access = AccessCounts(store, self.settings.access_flush_secs)
         self._search_slots = threading.BoundedSemaphore(store.parallel_queries)
         self._maintenance_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._maintenance_thread: threading.Thread | None = None
+        self._maintenance = Periodic("hirag-maintenance", "maintenance run", self._maintain)
 
     # ----------------------------------------------------------------------------- store
     def store(
@@ -810,28 +810,14 @@ class HiRAG:
 
     def start_maintenance(self) -> None:
         """Run `run_maintenance` every `maintenance_interval_secs` on a daemon thread."""
-        if self._maintenance_thread is not None:
-            return
-        self._stop.clear()
+        self._maintenance.start(self.settings.maintenance_interval_secs)
 
-        def loop() -> None:
-            while not self._stop.wait(self.settings.maintenance_interval_secs):
-                try:
-                    self.access.flush()
-                    self.run_maintenance()
-                except Exception:
-                    logger.exception("maintenance run failed")
-
-        self._maintenance_thread = threading.Thread(
-            target=loop, name="hirag-maintenance", daemon=True
-        )
-        self._maintenance_thread.start()
+    def _maintain(self) -> None:
+        self.access.flush()
+        self.run_maintenance()
 
     def stop_maintenance(self) -> None:
-        self._stop.set()
-        if self._maintenance_thread is not None:
-            self._maintenance_thread.join()
-            self._maintenance_thread = None
+        self._maintenance.stop()
 
     def close(self) -> None:
         self.stop_maintenance()

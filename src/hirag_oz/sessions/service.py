@@ -28,6 +28,7 @@ from hirag_oz.errors import ConflictError, NotFoundError, ValidationError
 from hirag_oz.facts.store import FactQuery, FactStore
 from hirag_oz.kernel.clock import Clock, SystemClock
 from hirag_oz.kernel.ids import check_agent_id, check_scope_id
+from hirag_oz.kernel.periodic import Periodic
 from hirag_oz.kernel.validation import check_metadata, check_text
 from hirag_oz.memory.levels import Level
 from hirag_oz.memory.manager import HiRAG
@@ -144,8 +145,7 @@ class Sessions:
         # Appends to one session are serialized; a fixed set of locks, shared by sessions
         # that hash alike, keeps memory bounded however many sessions there are.
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
-        self._stop = threading.Event()
-        self._maintenance: threading.Thread | None = None
+        self._maintenance: Periodic | None = None
         # A model summarizer, when configured, rewrites each fold's brief in the background;
         # one at a time, so refinements of one session land in the order of its folds.
         self.refiner = refiner
@@ -153,25 +153,17 @@ class Sessions:
 
     def start_maintenance(self, interval_secs: float, idle_secs: float) -> None:
         """Consolidate idle sessions every `interval_secs` on a daemon thread."""
-        if self._maintenance is not None:
-            return
-        self._stop.clear()
-
-        def loop() -> None:
-            while not self._stop.wait(interval_secs):
-                try:
-                    self.consolidate_idle(idle_secs)
-                except Exception:
-                    logger.exception("consolidating idle sessions failed")
-
-        self._maintenance = threading.Thread(target=loop, name="hirag-sessions", daemon=True)
-        self._maintenance.start()
+        if self._maintenance is None:
+            self._maintenance = Periodic(
+                "hirag-sessions",
+                "consolidating idle sessions",
+                lambda: self.consolidate_idle(idle_secs),
+            )
+        self._maintenance.start(interval_secs)
 
     def stop_maintenance(self) -> None:
-        self._stop.set()
         if self._maintenance is not None:
-            self._maintenance.join()
-            self._maintenance = None
+            self._maintenance.stop()
 
     def shutdown(self) -> None:
         """Stop the maintenance and finish the brief refinements under way (the store is
