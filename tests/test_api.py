@@ -203,6 +203,18 @@ def test_a_bad_query_parameter_is_a_422_naming_it(client: httpx.Client) -> None:
     assert client.get("/api/v1/sessions/s1/messages", params={"limit": 1}).status_code == 200
 
 
+def test_a_body_whose_fields_all_have_defaults_may_be_left_out(client: httpx.Client) -> None:
+    client.post(
+        "/api/v1/sessions/s1/messages", json={"messages": [{"role": "user", "content": "hi"}]}
+    )
+    r = client.post("/api/v1/sessions/s1/close")
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "closed"
+    assert client.post("/api/v1/facts/query").json()["facts"] == []
+    # A body with a required field still has to be there.
+    _envelope(client.post("/api/v1/sessions/s1/messages"), 422, "VALIDATION_ERROR")
+
+
 def test_openapi_and_health(client: httpx.Client) -> None:
     spec = client.get("/openapi.json").json()
     assert "/api/v1/contexts/search" in spec["paths"]

@@ -454,3 +454,213 @@ def test_opening_finishes_or_undoes_interrupted_moves(make_memory: Any, tmp_path
     # Unmarked, it moves like any other item.
     reopened.update(uncopied.id, level="LongTerm")
     assert reopened.count(Level.LONG_TERM) == 2 and reopened.count(Level.SHORT_TERM) == 0
+
+
+SESSION_ROUNDS = 3
+SESSION_WRITERS = 3
+# A window of three folds on nearly every append; maintenance every 0.3 s closes the sessions
+# left idle for 0.5 s; a closer closes sessions the writers are still appending to.
+SESSION_ENV = {
+    "HIRAG_RATE_LIMIT__ENABLED": "false",
+    "HIRAG_HIRAG__L1_SIZE": "3",
+    "HIRAG_HIRAG__MAINTENANCE_ENABLED": "true",
+    "HIRAG_HIRAG__MAINTENANCE_INTERVAL_SECS": "0.3",
+    "HIRAG_SESSIONS__IDLE_SECS": "0.5",
+}
+_SESSION_REPAIRS = re.compile(r"finished session writes interrupted by a crash: (\{[^}]*\})")
+
+
+@dataclass
+class SessionLog:
+    """What the clients were told: acknowledged messages per session, in the order of their
+    acknowledgements, and the sessions a delete was sent for."""
+
+    acked: dict[str, list[tuple[str, str]]]
+    doomed: set[str]
+    closes: int = 0
+
+
+def _appender(url: str, stop: threading.Event, log: SessionLog, n: int, rnd: int) -> None:
+    """Appends one to three messages at a time to its sessions until the server dies. Each
+    round it moves on by two sessions: the earlier ones go idle."""
+    sessions = [f"w{n}-s{k}" for k in range(2 * rnd, 2 * rnd + 3)]
+    with httpx.Client(base_url=url, timeout=10) as http:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            session = random.choice(sessions)
+            batch = [
+                (f"w{n}-r{rnd}-{i}-{k}", f"writer {n} round {rnd} says {i}.{k} {random.random()}")
+                for k in range(random.randint(1, 3))
+            ]
+            body = {
+                "messages": [
+                    {"role": ("user", "assistant")[k % 2], "content": c, "message_id": m}
+                    for k, (m, c) in enumerate(batch)
+                ]
+            }
+            try:
+                r = http.post(f"/api/v1/sessions/{session}/messages", json=body)
+            except httpx.HTTPError:
+                return
+            if r.status_code in (200, 201):
+                log.acked.setdefault(session, []).extend(batch)
+
+
+def _closer_and_deleter(url: str, stop: threading.Event, log: SessionLog, rnd: int) -> None:
+    """Closes the writers' sessions while they append to them; begins short sessions and
+    deletes them."""
+    with httpx.Client(base_url=url, timeout=10) as http:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                session = random.choice(sorted(log.acked) or ["none"])
+                if http.post(f"/api/v1/sessions/{session}/close").status_code == 200:
+                    log.closes += 1
+                doomed = f"doomed-r{rnd}-{i}"
+                messages = [{"role": "user", "content": f"{doomed} line {k}"} for k in range(4)]
+                http.post(f"/api/v1/sessions/{doomed}/messages", json={"messages": messages})
+                log.doomed.add(doomed)
+                http.delete(f"/api/v1/sessions/{doomed}")
+            except httpx.HTTPError:
+                return
+            time.sleep(0.05)
+
+
+def _all_messages(http: httpx.Client, session: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    after: int | None = 0
+    while after is not None:
+        r = http.get(f"/api/v1/sessions/{session}/messages", params={"after": after, "limit": 500})
+        assert r.status_code == 200, r.text
+        found += r.json()["messages"]
+        after = r.json()["next_after"]
+    return found
+
+
+def _session_problems(http: httpx.Client, log: SessionLog) -> list[str]:
+    """Every acknowledged message in its session once, in the order acknowledged; every
+    session's counts agree with its messages; a deleted session is whole or gone."""
+    problems = []
+    for session in sorted(set(log.acked) | log.doomed):
+        r = http.get(f"/api/v1/sessions/{session}")
+        if r.status_code == 404 and session in log.doomed:
+            continue
+        if r.status_code != 200:
+            problems.append(f"{session}: {r.status_code}")
+            continue
+        record, listed = r.json(), _all_messages(http, session)
+        by_id = {m["message_id"]: m for m in listed if m["message_id"] is not None}
+        if len(by_id) != sum(m["message_id"] is not None for m in listed):
+            problems.append(f"{session}: a message id stored twice")
+        if record["message_count"] != len(listed):
+            problems.append(f"{session}: counts {record['message_count']}, holds {len(listed)}")
+        if record["token_total"] != sum(m["token_count"] for m in listed):
+            problems.append(f"{session}: its token total disagrees with its messages")
+        acked = log.acked.get(session, [])
+        lost = [m for m, content in acked if by_id.get(m, {}).get("content") != content]
+        if lost:
+            problems.append(f"{session}: acknowledged {lost[:3]} lost ({len(lost)})")
+        order = [by_id[m]["seq"] for m, _ in acked if m in by_id]
+        if order != sorted(order):
+            problems.append(f"{session}: stored out of the order acknowledged")
+    return problems
+
+
+def _session_disk_problems(data: Path, stored: dict[Level, dict[str, dict[str, Any]]]) -> list[str]:
+    """On disk: no record names a write under way; a session's messages pushed out of its
+    window are exactly those folded; a closed session is all in LongTerm with one summary."""
+    store = EdgeStore(data / "qdrant")
+    try:
+        store.ensure_collection(CollectionSpec("contexts_sessions", DIMENSION, "Cosine", {}))
+        records = [p.payload for p in store.scroll("contexts_sessions", None, 1_000_000)]
+    finally:
+        store.close()
+    problems = []
+    for record in records:
+        session, through = record["session_id"], record["folded_through"]
+        mine = {
+            level: [p for p in points.values() if p.get("session_id") == session]
+            for level, points in stored.items()
+        }
+        kinds = {
+            level: [p for p in ps if (p.get("metadata") or {}).get("kind") == "message"]
+            for level, ps in mine.items()
+        }
+        summaries = [
+            p for p in mine[Level.LONG_TERM] if p["metadata"].get("kind") == "session_summary"
+        ]
+        if record.get("pending") is not None:
+            problems.append(f"{session}: still pending {record['pending']}")
+        if any(p["seq"] <= through for p in kinds[Level.IMMEDIATE]):
+            problems.append(f"{session}: a message in the window is counted folded")
+        pushed = kinds[Level.SHORT_TERM] + kinds[Level.LONG_TERM]
+        if any(p["seq"] > through for p in pushed):
+            problems.append(f"{session}: a message out of the window is not folded")
+        if len(summaries) > 1:
+            problems.append(f"{session}: {len(summaries)} summaries")
+        if record["state"] == "closed" and (kinds[Level.IMMEDIATE] or kinds[Level.SHORT_TERM]):
+            problems.append(f"{session}: closed with messages outside LongTerm")
+        if record["messages"] != sum(len(ps) for ps in kinds.values()):
+            problems.append(f"{session}: counts {record['messages']} messages on disk")
+    return problems
+
+
+def test_kill_9_during_appends_folds_and_consolidation_loses_no_message(tmp_path: Path) -> None:
+    data, log_file = tmp_path / "data", tmp_path / "serve.log"
+    rng = random.Random(20261207)
+    log = SessionLog({}, set())
+    for rnd in range(SESSION_ROUNDS):
+        proc, url = _serve(data, log_file, SESSION_ENV)
+        stop = threading.Event()
+        threads = [
+            threading.Thread(target=_appender, args=(url, stop, log, n, rnd), daemon=True)
+            for n in range(SESSION_WRITERS)
+        ]
+        threads.append(
+            threading.Thread(target=_closer_and_deleter, args=(url, stop, log, rnd), daemon=True)
+        )
+        before = sum(len(a) for a in log.acked.values())
+        for t in threads:
+            t.start()
+        time.sleep(rng.uniform(2.0, 3.5))
+        _kill(proc)
+        stop.set()
+        for t in threads:
+            t.join(timeout=15)
+        assert sum(len(a) for a in log.acked.values()) > before, "nothing appended before the kill"
+
+    # Opened without maintenance: only the start-up repair may finish what the kills cut.
+    offset = log_file.stat().st_size
+    proc, url = _serve(data, log_file, {"HIRAG_RATE_LIMIT__ENABLED": "false"})
+    try:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            assert http.get("/health/ready").status_code == 200
+            problems = _session_problems(http, log)
+            listed = http.get("/api/v1/sessions", params={"limit": 500}).json()["sessions"]
+    finally:
+        _stop(proc)
+    assert _log_errors(log_file, offset) == []
+    stored = _stored_by_level(data)
+    ids = {
+        point_id: payload["text"]
+        for points in stored.values()
+        for point_id, payload in points.items()
+        if (payload.get("metadata") or {}).get("kind") == "message"
+    }
+    problems += _placement_problems(stored, ids)
+    problems += _session_disk_problems(data, stored)
+    repairs = _SESSION_REPAIRS.findall(log_file.read_text())
+    acked = sum(len(a) for a in log.acked.values())
+    folds = sum(s["folds"] for s in listed)
+    closed = sum(s["state"] == "closed" for s in listed)
+    print(
+        f"\nsessions kill -9 x{SESSION_ROUNDS}: {acked} messages acknowledged in "
+        f"{len(log.acked)} sessions, {folds} folds, {log.closes} closes acknowledged, "
+        f"{closed} sessions closed at the end, {len(log.doomed)} deletes sent; writes "
+        f"finished at restarts {repairs}; problems {len(problems)}"
+    )
+    assert problems == [], problems[:20]
+    assert acked >= SESSION_ROUNDS * 20
+    assert folds > 0 and log.closes > 0

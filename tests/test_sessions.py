@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,13 @@ from hypothesis import strategies as st
 from hirag_oz.config import Settings
 from hirag_oz.embeddings.onnx import OnnxMiniLMEmbedder
 from hirag_oz.errors import ConflictError, NotFoundError, ValidationError
+from hirag_oz.kernel.ids import DEFAULT_AGENT
 from hirag_oz.memory.levels import Level
 from hirag_oz.service import Hirag
 from hirag_oz.sessions import NewMessage
+from hirag_oz.sessions.records import SessionRecord
+from hirag_oz.sessions.service import SUMMARY
+from hirag_oz.store.base import Condition, Filter, Range
 from tests.conftest import FakeClock
 
 WINDOW = 4
@@ -274,3 +279,89 @@ def test_a_model_rewrites_the_folded_brief_without_holding_up_appends(
             else:  # the model failed: the extractive brief stays
                 hirag.sessions.shutdown()
                 assert sessions.get("llm").brief == done.session.brief
+
+
+def test_opening_finishes_the_session_writes_a_crash_cut_short(
+    model: OnnxMiniLMEmbedder, tmp_path: Path, clock: FakeClock
+) -> None:
+    """The states a kill leaves inside an append, a close and a delete, written by hand
+    with the parts the service uses; opening again finishes each."""
+
+    def said(session: str, n: int) -> list[NewMessage]:
+        return [_say(f"In {session}, message {i} about the Douro wine harvest") for i in range(n)]
+
+    def summaries(hirag: Hirag, session: str) -> int:
+        return hirag.contexts.backend.count(
+            hirag.contexts.collections[Level.LONG_TERM],
+            Filter(
+                must=(
+                    Condition("session_id", match=session),
+                    Condition("metadata.kind", match=SUMMARY),
+                )
+            ),
+        )
+
+    with Hirag(_settings(tmp_path), model=model, clock=clock) as hirag:
+        sessions, memory = hirag.sessions, hirag.contexts
+        for session in ("appending", "closing", "deleting"):
+            sessions.append(session, said(session, WINDOW + 2))
+        # An append whose messages were stored, its record not yet counting them.
+        record = sessions.records.load(DEFAULT_AGENT, "appending")
+        assert record is not None and record.messages == WINDOW + 2
+        sessions.records.save(replace(record, pending="append"))
+        extra = [_say(f"late message {i} on the vintage") for i in range(3)]
+        memory.store_many(
+            [sessions._item(m, i, DEFAULT_AGENT, "appending", None) for i, m in enumerate(extra)]
+        )
+        # A session's first append, cut after its record named it.
+        sessions.records.save(SessionRecord("first", DEFAULT_AGENT, pending="append"))
+        # A close that moved part of the messages and stored a summary it never named (the
+        # session had been closed before: its old summary is there too).
+        sessions.close("closing")
+        sessions.append("closing", said("closing again", 2))
+        record = sessions.records.load(DEFAULT_AGENT, "closing")
+        assert record is not None
+        sessions.records.save(replace(record, pending="close"))
+        oldest = sessions.messages("closing", limit=2)
+        memory.move_where(
+            sessions._scope(DEFAULT_AGENT, "closing")
+            & Filter(must=(Condition("seq", range=Range(lte=float(oldest[-1].seq))),)),
+            Level.LONG_TERM,
+        )
+        memory.store(
+            "an unnamed summary", "LongTerm", session_id="closing", metadata={"kind": SUMMARY}
+        )
+        assert summaries(hirag, "closing") == 2
+        # A delete that removed part of the messages.
+        record = sessions.records.load(DEFAULT_AGENT, "deleting")
+        assert record is not None
+        sessions.records.save(replace(record, pending="delete"))
+        first = sessions.messages("deleting", limit=3)
+        memory.delete_where(
+            sessions._scope(DEFAULT_AGENT, "deleting")
+            & Filter(must=(Condition("seq", range=Range(lte=float(first[-1].seq))),))
+        )
+
+    with Hirag(_settings(tmp_path), model=model, clock=clock) as hirag:
+        sessions = hirag.sessions
+        assert sessions.records.pending() == []
+        appended = sessions.get("appending")
+        listed = sessions.messages("appending", limit=100)
+        assert appended.messages == len(listed) == WINDOW + 5
+        assert appended.tokens == sum(m.token_count for m in listed)
+        assert sessions.levels(appended) == {"Immediate": WINDOW, "ShortTerm": 5, "LongTerm": 0}
+        # Folded are exactly the messages the late ones pushed out of the window.
+        assert appended.folded_through == listed[4].seq
+        assert "message 4" in appended.brief and "late message" not in appended.brief
+        with pytest.raises(NotFoundError):
+            sessions.get("first")
+        closed = sessions.get("closing")
+        assert closed.state == "closed" and closed.messages == WINDOW + 4
+        assert sessions.levels(closed) == {"Immediate": 0, "ShortTerm": 0, "LongTerm": WINDOW + 4}
+        assert summaries(hirag, "closing") == 1
+        assert closed.summary_id is not None
+        assert hirag.get_context(context_id=closed.summary_id).text != "an unnamed summary"
+        with pytest.raises(NotFoundError):
+            sessions.get("deleting")
+        found = hirag.search_contexts(query="deleting Douro wine harvest", max_tokens=4000)
+        assert not any(c.session_id == "deleting" for c in found.contexts)

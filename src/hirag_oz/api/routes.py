@@ -101,8 +101,10 @@ def _endpoint(
 
     async def endpoint(request: Request, **given: Any) -> Response:
         hirag = hirag_of(request)
-        if whole:
+        if whole and given.get("body") is not None:
             call = given["body"]
+        elif whole:
+            call = op.request()
         else:
             values = {k: v for k, v in given.items() if k != "body" and v is not None}
             if given.get("body") is not None:
@@ -137,9 +139,14 @@ def _endpoint(
             )
         )
     if body is not None:
+        # A body whose fields all have defaults may be left out (`POST .../close`).
+        optional = not any(f.is_required() for f in body.model_fields.values())
         parameters.append(
             inspect.Parameter(
-                "body", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[body, Body()]
+                "body",
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=Annotated[body, Body()],
+                default=None if optional else inspect.Parameter.empty,
             )
         )
     endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]

@@ -23,6 +23,8 @@ from hirag_oz.store.base import (
 )
 
 State = Literal["active", "closed"]
+Pending = Literal["append", "close", "delete"]
+PENDING: tuple[Pending, ...] = ("append", "close", "delete")
 _NAMESPACE = uuid.UUID("5b0c43e2-8a0e-4d65-9d1c-2f3e1b7c9a41")
 _INDEXES: dict[str, FieldType] = {
     "agent_id": "tenant",
@@ -30,6 +32,7 @@ _INDEXES: dict[str, FieldType] = {
     "session_id": "keyword",
     "state": "keyword",
     "last_at": "float",
+    "pending": "keyword",
 }
 _NO_TERMS = SparseVec([], [])
 
@@ -45,11 +48,16 @@ class SessionRecord:
     tokens: int = 0
     first_at: float | None = None
     last_at: float | None = None
+    last_seq: int = 0
+    """The `seq` of the newest message counted in `messages` and `tokens`."""
     folded_through: int = 0
     """The `seq` of the newest message folded into the brief."""
     folds: int = 0
     summary_id: str | None = None
     """The session summary stored in LongTerm when the session was consolidated."""
+    pending: Pending | None = None
+    """The write under way, saved before it starts and cleared when it ends: opening the
+    sessions after a crash finishes what a record still names."""
 
     def payload(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,6 +103,13 @@ class SessionRecords:
 
     def delete(self, agent_id: str, session_id: str) -> None:
         self.backend.delete(self.collection, [record_id(agent_id, session_id)])
+
+    def pending(self) -> list[SessionRecord]:
+        """The records whose write a crash (or a failure) cut short."""
+        flt = Filter(must=(Condition("pending", any_of=PENDING),))
+        total = self.backend.count(self.collection, flt)
+        points = self.backend.scroll(self.collection, flt, total) if total else []
+        return [SessionRecord.from_payload(p.payload) for p in points]
 
     def matching(
         self, agent_id: str, user_id: str | None = None, state: State | None = None

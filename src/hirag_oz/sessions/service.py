@@ -8,8 +8,15 @@ session (or its going idle, in maintenance) consolidates it: its messages move t
 and a session summary, linked to the session, is stored there.
 
 Folds use the extractive summarizer, so an append never waits on a model; a fold is only a
-write of the session's record, after the messages it folds are durable: a crash between the
-two leaves messages unfolded, and the next append folds them.
+write of the session's record, after the messages it folds are durable.
+
+Crashes: an append, a close and a delete first save the record naming the write under way
+(`SessionRecord.pending`), and clear it in the save that ends the write. Opening the sessions
+finishes every write a record still names: an append's record counts the messages stored
+after the newest it had counted (`last_seq`) and folds what the window pushed out, or, for a
+session's first append that stored nothing, is deleted; a close and a delete are done again
+(both can be: moves between levels are crash-safe, a session's summaries are replaced
+whole). So no acknowledged message is lost, and a message is folded only once it is stored.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from hirag_oz.context.builder import BuiltContext, Priority, Snippet, Summarizer, Turn
@@ -32,7 +39,7 @@ from hirag_oz.kernel.periodic import Periodic
 from hirag_oz.kernel.validation import check_metadata, check_text
 from hirag_oz.memory.levels import Level
 from hirag_oz.memory.manager import HiRAG
-from hirag_oz.memory.models import NewContext
+from hirag_oz.memory.models import NewContext, StoredRef
 from hirag_oz.sessions.records import SessionRecord, SessionRecords
 from hirag_oz.store.base import Condition, Filter, Range, StoredPoint
 
@@ -150,6 +157,7 @@ class Sessions:
         # one at a time, so refinements of one session land in the order of its folds.
         self.refiner = refiner
         self._refining = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hirag-brief")
+        self._finish_pending()
 
     def start_maintenance(self, interval_secs: float, idle_secs: float) -> None:
         """Consolidate idle sessions every `interval_secs` on a daemon thread."""
@@ -202,7 +210,8 @@ class Sessions:
             )
         items = [self._item(m, i, agent, session, user) for i, m in enumerate(messages)]
         with self._lock(agent, session):
-            record = self.records.load(agent, session) or SessionRecord(session, agent, user)
+            loaded = self.records.load(agent, session)
+            record = loaded or SessionRecord(session, agent, user)
             if record.user_id != user and user is not None:
                 raise ConflictError(
                     f"session {session} belongs to another user",
@@ -215,18 +224,13 @@ class Sessions:
                 if m.message_id is None or m.message_id not in existing
             ]
             fresh = _first_of_each_id(fresh, messages)
-            refs = self.memory.store_many([item for _, item in fresh]) if fresh else []
+            refs = self._store(record, [i for _, i in fresh], new=loaded is None) if fresh else []
             stored = dict(zip((i for i, _ in fresh), refs, strict=True))
-            now = self.clock.now()
-            record.messages += len(refs)
-            record.tokens += sum(r.token_count for r in refs)
-            if refs:
-                record.first_at = record.first_at or now
-                record.last_at = now
-                record.state = "active"
-            folded = self._fold(record)
-            self.records.save(record)
             read = self._read_ids([r.id for r in refs])
+            self._count(record, [read[r.id] for r in refs])
+            folded = self._fold(record)
+            record.pending = None
+            self.records.save(record)
             known = dict(existing)
             for i, ref in stored.items():
                 mid = messages[i].message_id
@@ -237,6 +241,28 @@ class Sessions:
                 for i, m in enumerate(messages)
             ]
         return Appended(answer, record, folded)
+
+    def _store(
+        self, record: SessionRecord, items: list[NewContext], *, new: bool
+    ) -> list[StoredRef]:
+        """Store the messages of an append, the record naming the append saved first."""
+        now = self.clock.now()
+        record.first_at = record.first_at or now
+        record.last_at = now
+        record.state = "active"
+        record.pending = "append"
+        self.records.save(record)
+        try:
+            return self.memory.store_many(items)
+        except Exception:
+            # Nothing of a failed batch is left (store_many takes it back): neither is the
+            # record's mark, nor the record of a session this append would have begun.
+            with contextlib.suppress(Exception):
+                if new:
+                    self.records.delete(record.agent_id, record.session_id)
+                else:
+                    self.records.save(replace(record, pending=None))
+            raise
 
     def _item(
         self, message: NewMessage, index: int, agent: str, session: str, user: str | None
@@ -441,17 +467,21 @@ class Sessions:
         agent = check_agent_id(agent_id)
         session = self._session_id(session_id)
         with self._lock(agent, session):
-            self.get(session, agent_id=agent)
-            removed = self.memory.delete_where(
-                Filter(
-                    must=(
-                        Condition("agent_id", match=agent),
-                        Condition("session_id", match=session),
-                        Condition("metadata.kind", any_of=(MESSAGE, SUMMARY)),
-                    )
+            return self._delete(self.get(session, agent_id=agent))
+
+    def _delete(self, record: SessionRecord) -> int:
+        record.pending = "delete"
+        self.records.save(record)
+        removed = self.memory.delete_where(
+            Filter(
+                must=(
+                    Condition("agent_id", match=record.agent_id),
+                    Condition("session_id", match=record.session_id),
+                    Condition("metadata.kind", any_of=(MESSAGE, SUMMARY)),
                 )
             )
-            self.records.delete(agent, session)
+        )
+        self.records.delete(record.agent_id, record.session_id)
         return removed
 
     def close(self, session_id: str, *, agent_id: str | None = None) -> SessionRecord:
@@ -465,12 +495,23 @@ class Sessions:
         return record
 
     def _consolidate(self, record: SessionRecord) -> None:
+        record.pending = "close"
+        self.records.save(record)
         scope = self._scope(record.agent_id, record.session_id)
         self.memory.move_where(scope, Level.LONG_TERM)
         self._fold(record)
-        if record.summary_id is not None:
-            with contextlib.suppress(NotFoundError):
-                self.memory.delete(record.summary_id, agent_id=record.agent_id)
+        # Every summary of the session, not only the one its record names: a close cut
+        # short after storing one left it unnamed.
+        self.memory.delete_where(
+            Filter(
+                must=(
+                    Condition("agent_id", match=record.agent_id),
+                    Condition("session_id", match=record.session_id),
+                    Condition("metadata.kind", match=SUMMARY),
+                )
+            )
+        )
+        record.summary_id = None
         summary = record.brief or "\n".join(
             _rendered(m) for m in self._messages(record.agent_id, record.session_id)
         )
@@ -490,7 +531,40 @@ class Sessions:
             )[0]
             record.summary_id = ref.id
         record.state = "closed"
+        record.pending = None
         self.records.save(record)
+
+    # ---------------------------------------------------------------------------- repair
+    def _finish_pending(self) -> None:
+        """Finish the writes that records still name (see the module's docstring)."""
+        finished: dict[str, int] = {}
+        for record in self.records.pending():
+            op = record.pending
+            if op == "append":
+                # The append's messages, if they were stored: at most one append is pending.
+                self._count(
+                    record,
+                    self._messages(record.agent_id, record.session_id, after=record.last_seq),
+                )
+                if record.messages == 0:  # the session's first append, undone
+                    self.records.delete(record.agent_id, record.session_id)
+                else:
+                    self._fold(record)
+                    record.pending = None
+                    self.records.save(record)
+            elif op == "close":
+                self._consolidate(record)
+            elif op == "delete":
+                self._delete(record)
+            finished[str(op)] = finished.get(str(op), 0) + 1
+        if finished:
+            logger.warning("finished session writes interrupted by a crash: %s", finished)
+
+    def _count(self, record: SessionRecord, messages: Sequence[Message]) -> None:
+        """Count `messages`, newly stored, in the record."""
+        record.messages += len(messages)
+        record.tokens += sum(m.token_count for m in messages)
+        record.last_seq = max([record.last_seq, *(m.seq for m in messages)])
 
     def consolidate_idle(self, idle_secs: float) -> int:
         """Close every active session of any agent idle for `idle_secs`; returns how many."""
