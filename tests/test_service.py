@@ -303,7 +303,7 @@ def test_health_reports_each_component(serve: Serve) -> None:
         health = client.health()
     assert health.status == "healthy"
     names = [c.name for c in health.components]
-    assert names == ["vector_store", "embedder", "token_counter", "ocr_engine"]
+    assert names == ["vector_store", "data_disk", "embedder", "token_counter", "ocr_engine"]
     for component in health.components:
         assert component.status == "healthy"
         assert component.response_time_ms >= 0
@@ -360,6 +360,8 @@ class _FakeQdrant:
                 parts = self.path.split("?")[0].strip("/").split("/")
                 if len(parts) == 4 and parts[2:] == ["points", "scroll"]:
                     self._reply({"points": [], "next_page_offset": None})  # empty collections
+                elif len(parts) == 4 and parts[2:] == ["points", "count"]:
+                    self._reply({"count": 0})
                 else:
                     self.send_error(404)
 

@@ -43,6 +43,11 @@ class ServerSettings(_Section):
     max_body_size_mb: int = Field(10, ge=1, le=1024)
     api_keys: list[SecretStr] = Field(default_factory=list)
     shutdown_timeout_secs: float = Field(30.0, gt=0, le=3600)
+    min_free_disk_mb: int = Field(256, ge=0)
+    """Writes are refused (507 INSUFFICIENT_STORAGE) while the data directory's disk has less
+    free, so that the embedded store never meets a full disk (it maps its files: a full disk
+    would end the process); reads go on. The store does not open with less free either: an
+    opening takes up to some 70 MB per collection. 0: no check."""
 
     @field_validator("api_keys", mode="before")
     @classmethod

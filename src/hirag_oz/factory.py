@@ -50,6 +50,7 @@ def build_store(settings: Settings) -> VectorStore:
         Path(settings.server.data_dir) / "qdrant",
         optimize_after_points=db.optimize_after_points,
         search_threads=db.search_threads,
+        min_free_disk_mb=settings.server.min_free_disk_mb,
     )
 
 

@@ -29,6 +29,7 @@ from hirag_oz.factory import (
     build_store,
     build_summarizer,
 )
+from hirag_oz.kernel.disk import DiskGuard
 from hirag_oz.resilience import CircuitBreaker
 from hirag_oz_client._client import Operations
 from hirag_oz_client.catalogue import Operation
@@ -91,6 +92,8 @@ class Hirag(Operations):
         self._lock = threading.RLock()
         self._built: dict[str, Any] = {}
         self._closed = False
+        # What the store and the documents check before they write; health reports it.
+        self.disk = DiskGuard(Path(settings.server.data_dir), settings.server.min_free_disk_mb)
 
     # -------------------------------------------------------------------- building parts
     def _part(self, name: str, build: Callable[[], T]) -> T:
@@ -269,6 +272,7 @@ class Hirag(Operations):
                 distance=self.settings.vector_db.distance,
                 observer=self.metrics,
                 start=self.serving,
+                min_free_disk_mb=self.settings.server.min_free_disk_mb,
             )
             if self.metrics is not None:
                 self.metrics.watch_cache("vision_decode", vision.cache)

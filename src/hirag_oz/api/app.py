@@ -77,6 +77,7 @@ def create_app(
         if hirag.cache is not None:
             metrics.watch_cache("embedding", hirag.cache)
         metrics.watch_breakers(hirag.breakers)
+        metrics.watch_disk(hirag.disk.free_bytes, hirag.disk.min_free_bytes)
         metrics.watch_health(hirag.health_checker.check)
         app.state.hirag = hirag
         try:

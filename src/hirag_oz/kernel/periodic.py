@@ -6,6 +6,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+from hirag_oz.errors import InsufficientStorageError
+
 logger = logging.getLogger(__name__)
 
 
@@ -29,6 +31,8 @@ class Periodic:
             while not self._stop.wait(interval_secs):
                 try:
                     self.work()
+                except InsufficientStorageError as exc:  # expected until space is freed
+                    logger.warning("%s waits for disk space: %s", self.what, exc.message)
                 except Exception:
                     logger.exception("%s failed", self.what)
 

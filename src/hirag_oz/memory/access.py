@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from hirag_oz.errors import InsufficientStorageError
 from hirag_oz.store.base import StoredPoint, VectorStore
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,8 @@ class AccessCounts:
             return
         try:
             self.flush()
+        except InsufficientStorageError as exc:  # reads go on while the disk is full
+            logger.warning("access counts wait for disk space: %s", exc.message)
         except Exception:  # the search succeeded; its accesses wait for the next flush
             logger.exception("writing access counts failed")
 

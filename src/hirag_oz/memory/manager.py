@@ -16,6 +16,7 @@ from hirag_oz.config import HiragSettings
 from hirag_oz.embeddings.base import Embedder, submit
 from hirag_oz.errors import (
     ConfigurationError,
+    InsufficientStorageError,
     NotFoundError,
     UpstreamError,
     UpstreamTimeoutError,
@@ -823,6 +824,8 @@ class HiRAG:
         self.stop_maintenance()
         try:
             self.access.flush()
+        except InsufficientStorageError as exc:  # the counts are lost; the data is not
+            logger.warning("access counts not written at close: %s", exc.message)
         finally:
             self.backend.close()
 

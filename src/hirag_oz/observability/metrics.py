@@ -309,6 +309,24 @@ class Metrics:
 
         self.registry.register(_Callback(produce))
 
+    def watch_disk(self, free: Callable[[], int | None], min_free: int) -> None:
+        def produce() -> Iterator[Metric]:
+            available = free()
+            if available is not None:
+                gauge = GaugeMetricFamily(
+                    "hirag_data_disk_free_bytes", "Free space on the data directory's disk."
+                )
+                gauge.add_metric([], available)
+                yield gauge
+            floor = GaugeMetricFamily(
+                "hirag_data_disk_min_free_bytes",
+                "Writes are refused while the free space is under this (server.min_free_disk_mb).",
+            )
+            floor.add_metric([], min_free)
+            yield floor
+
+        self.registry.register(_Callback(produce))
+
     def watch_breakers(self, breakers: Sequence[_HasState]) -> None:
         def produce() -> Iterator[Metric]:
             gauge = GaugeMetricFamily(

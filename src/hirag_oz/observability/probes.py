@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from hirag_oz.service import Hirag
 
 _HEALTH_CHECK_TEXT = "health check"
+_MB = 1024 * 1024
 
 
 def build_health(hirag: Hirag) -> HealthChecker:
@@ -47,8 +48,19 @@ def build_health(hirag: Hirag) -> HealthChecker:
         version = getattr(engine, "version", None)
         return "healthy", f"{engine.name} {version}" if version else engine.name
 
+    def data_disk() -> ProbeResult:
+        free, floor = hirag.disk.free_bytes(), hirag.disk.min_free_bytes
+        if free is None:
+            return "degraded", f"cannot read the free space under {hirag.disk.path}"
+        if free < floor:
+            return "degraded", (
+                f"{free // _MB} MB free, under the {floor // _MB} MB kept free: writes are refused"
+            )
+        return "healthy", f"{free // _MB} MB free"
+
     checks = [
         Component("vector_store", vector_store),
+        Component("data_disk", data_disk, required=False),
         Component("embedder", embedder),
         Component("token_counter", token_counter),
         Component("ocr_engine", ocr_engine, required=False),

@@ -13,6 +13,7 @@ from typing import Any
 import qdrant_edge as qe
 
 from hirag_oz.errors import ConfigurationError, ValidationError
+from hirag_oz.kernel.disk import DiskGuard
 from hirag_oz.store.base import (
     DENSE,
     SPARSE,
@@ -61,10 +62,16 @@ class EdgeStore:
     parallel_queries = 1  # Qdrant Edge's calls hold the GIL
 
     def __init__(
-        self, root: Path, optimize_after_points: int = 5000, search_threads: int | None = None
+        self,
+        root: Path,
+        optimize_after_points: int = 5000,
+        search_threads: int | None = None,
+        min_free_disk_mb: int = 0,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        # Qdrant Edge maps its files: a write meeting a full disk would end the process.
+        self.disk = DiskGuard(self.root, min_free_disk_mb)
         self._shards: dict[str, _Shard] = {}
         self._lock = threading.Lock()
         self._optimize_after = optimize_after_points
@@ -80,6 +87,9 @@ class EdgeStore:
                 return
             path = self.root / spec.name
             spec_file = path / _SPEC_FILE
+            # Creating a collection, and opening one (Qdrant Edge then starts a segment of its
+            # own, some 70 MB), take space: a start-up refused beats a SIGBUS.
+            self.disk.check()
             config = qe.EdgeConfig(
                 vectors={
                     DENSE: qe.EdgeVectorParams(
@@ -141,6 +151,7 @@ class EdgeStore:
             )
             for p in points
         ]
+        self.disk.check()
         with entry.write_lock:
             mode = qe.UpdateMode.InsertOnly if insert_only else None
             entry.shard.update(qe.UpdateOperation.upsert_points(edge_points, update_mode=mode))
@@ -165,6 +176,7 @@ class EdgeStore:
         if any(isinstance(v, bool | dict | list) for v in payload.values()):
             raise ValidationError("set_payload takes scalar, non-boolean fields only")
         entry = self._get(collection)
+        self.disk.check()
         # By filter, so that an id deleted meanwhile is skipped rather than failing the batch.
         operation = qe.UpdateOperation.set_payload_by_filter(
             _filter(Filter(has_ids=tuple(ids))), payload
@@ -307,8 +319,11 @@ class EdgeStore:
     def _optimize(self, entry: _Shard) -> None:
         try:
             _optimize_shard(entry.shard)
-        except Exception:
-            logger.exception("optimizing %s failed", entry.spec.name)
+        except Exception as exc:
+            if "Not enough space" in str(exc):  # Qdrant checks before it begins
+                logger.warning("optimizing %s waits for disk space: %s", entry.spec.name, exc)
+            else:
+                logger.exception("optimizing %s failed", entry.spec.name)
         finally:
             entry.optimizing = False
 

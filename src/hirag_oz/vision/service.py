@@ -27,6 +27,7 @@ from hirag_oz.errors import (
     ValidationError,
     error_class,
 )
+from hirag_oz.kernel.disk import DiskGuard, is_disk_full
 from hirag_oz.kernel.fusion import fuse_hybrid
 from hirag_oz.kernel.ids import check_agent_id, is_uuid
 from hirag_oz.kernel.sparse_setup import open_hybrid_collections
@@ -159,6 +160,7 @@ class VisionService:
         distance: Distance = "Cosine",
         observer: VisionObserver | None = None,
         start: bool = True,
+        min_free_disk_mb: int = 0,
     ) -> None:
         self.settings = settings
         self.backend = backend
@@ -172,6 +174,7 @@ class VisionService:
             backend, [self.collection], embedder.dimension, distance, REGION_INDEXES
         )
         root = Path(data_dir) / "vision"
+        self.disk = DiskGuard(Path(data_dir), min_free_disk_mb)
         self.pages_dir = root / "pages"
         self.docs_dir = root / "docs"
         self.uploads_dir = root / "uploads"
@@ -258,7 +261,13 @@ class VisionService:
         stored = self.uploads_dir / f"{job_id}.bin"
         source = sources.Source("upload", str(stored), Path(filename or "upload").name[:200])
         job = self._new_job(source, agent_id, metadata, force_reindex, job_id)
-        stored.write_bytes(data)
+        try:
+            stored.write_bytes(data)
+        except OSError as exc:
+            stored.unlink(missing_ok=True)
+            if is_disk_full(exc):
+                raise self.disk.error(None) from exc
+            raise
         try:
             return self.queue.submit(job)
         except HiragError:
@@ -322,6 +331,8 @@ class VisionService:
         force_reindex: bool,
         job_id: str | None = None,
     ) -> Job:
+        # Every new job comes here first: none is taken while the disk is nearly full.
+        self.disk.check()
         return Job(
             job_id=job_id or new_job_id(),
             status="queued",
