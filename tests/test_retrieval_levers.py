@@ -122,3 +122,17 @@ def test_seq_written_in_nanoseconds_is_rescaled_on_open(
     newer = reopened.store("a new note", "LongTerm")
     later = reopened.backend.retrieve(reopened.collections[Level.LONG_TERM], [newer.id])[0]
     assert later.payload["seq"] > point.payload["seq"]
+
+
+def test_seq_keeps_rising_across_a_restart_whose_clock_went_back(
+    make_memory: MakeMemory, tmp_path: Path
+) -> None:
+    memory = make_memory(tmp_path / "d")
+    ref = memory.store("written while the clock ran an hour ahead", "Immediate")
+    ahead = time.time_ns() // 1000 + 3600 * 10**6
+    memory.backend.set_payload(memory.collections[Level.IMMEDIATE], [ref.id], {"seq": ahead})
+    memory.close()
+    reopened = make_memory(tmp_path / "d")
+    newer = reopened.store("written after the restart", "ShortTerm")
+    point = reopened.backend.retrieve(reopened.collections[Level.SHORT_TERM], [newer.id])[0]
+    assert point.payload["seq"] > ahead

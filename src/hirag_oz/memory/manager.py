@@ -130,8 +130,9 @@ class HiRAG:
             sparse,
         )
         self._seq_lock = threading.Lock()
-        self._last_seq = 0
         self._rescale_seq()
+        # Past every seq stored, so that order holds across a restart whose clock went back.
+        self._last_seq = self._newest_seq()
         self._finish_moves()
         # Every write of a point that exists (update, move, delete, access counts) holds
         # its lock, and reads the point inside it.
@@ -280,6 +281,14 @@ class HiRAG:
         with self._seq_lock:
             self._last_seq = max(self._last_seq + 1, time.time_ns() // 1000)
             return self._last_seq
+
+    def _newest_seq(self) -> int:
+        newest = 0
+        for collection in self.collections.values():
+            top = self.backend.scroll(collection, None, 1, order_by="seq", descending=True)
+            if top and isinstance(top[0].payload.get("seq"), int):
+                newest = max(newest, top[0].payload["seq"])
+        return newest
 
     def _rescale_seq(self) -> None:
         """Points written when `seq` was in nanoseconds get it in microseconds, once."""
