@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from hirag_oz import HiRAG, Level, NewContext
+from hirag_oz.store.format import SEQ_IN_MICROSECONDS, DataFormat
 
 MakeMemory = Callable[..., HiRAG]
 
@@ -115,8 +116,12 @@ def test_seq_written_in_nanoseconds_is_rescaled_on_open(
     ref = memory.store("an old note", "LongTerm")
     legacy = time.time_ns()
     memory.backend.set_payload(memory.collections[Level.LONG_TERM], [ref.id], {"seq": legacy})
+    # A store written before formats were recorded.
+    records = memory.backend.scroll("contexts_format", None, 10)
+    memory.backend.delete("contexts_format", [r.id for r in records])
     memory.close()
     reopened = make_memory(tmp_path / "d")
+    assert SEQ_IN_MICROSECONDS in DataFormat(reopened.backend).applied()
     point = reopened.backend.retrieve(reopened.collections[Level.LONG_TERM], [ref.id])[0]
     assert point.payload["seq"] == legacy // 1000
     newer = reopened.store("a new note", "LongTerm")

@@ -362,6 +362,8 @@ class _FakeQdrant:
                     self._reply({"points": [], "next_page_offset": None})  # empty collections
                 elif len(parts) == 4 and parts[2:] == ["points", "count"]:
                     self._reply({"count": 0})
+                elif len(parts) == 3 and parts[2] == "points":  # retrieve by id
+                    self._reply([])
                 else:
                     self.send_error(404)
 

@@ -31,6 +31,7 @@ from hirag_oz.factory import (
 )
 from hirag_oz.kernel.disk import DiskGuard
 from hirag_oz.resilience import CircuitBreaker
+from hirag_oz.store.format import DataFormat
 from hirag_oz_client._client import Operations
 from hirag_oz_client.catalogue import Operation
 
@@ -92,6 +93,7 @@ class Hirag(Operations):
         self._lock = threading.RLock()
         self._built: dict[str, Any] = {}
         self._closed = False
+        self._format: DataFormat | None = None  # read when the store opens
         # What the store and the documents check before they write; health reports it.
         self.disk = DiskGuard(Path(settings.server.data_dir), settings.server.min_free_disk_mb)
 
@@ -136,6 +138,8 @@ class Hirag(Operations):
                 self.breakers.append(breaker)
             if self.tracing is not None:
                 store = self.tracing.store(store)
+            # Data written by a newer version is refused before any part opens.
+            self._format = DataFormat(store, self.settings.vector_db.collection_prefix)
             return store
 
         return self._part("store", build)
@@ -197,6 +201,7 @@ class Hirag(Operations):
                 collection_prefix=self.settings.vector_db.collection_prefix,
                 distance=self.settings.vector_db.distance,
                 clock=self._clock,
+                data_format=self._format,
             )
             if self.serving and self.settings.hirag.maintenance_enabled:
                 memory.start_maintenance()

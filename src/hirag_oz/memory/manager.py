@@ -52,6 +52,7 @@ from hirag_oz.store.base import (
     StoredPoint,
     VectorStore,
 )
+from hirag_oz.store.format import SEQ_IN_MICROSECONDS, DataFormat
 from hirag_oz.store.sparse import Bm25Encoder
 from hirag_oz.tokens import TokenCounter, count_many
 
@@ -105,6 +106,7 @@ class HiRAG:
         distance: Distance = "Cosine",
         clock: Clock | None = None,
         sparse: Bm25Encoder | None = None,
+        data_format: DataFormat | None = None,
     ) -> None:
         self.backend = store
         self.embedder = embedder
@@ -130,7 +132,8 @@ class HiRAG:
             sparse,
         )
         self._seq_lock = threading.Lock()
-        self._rescale_seq()
+        data_format = data_format or DataFormat(store, collection_prefix)
+        data_format.migrate(SEQ_IN_MICROSECONDS, self._rescale_seq)
         # Past every seq stored, so that order holds across a restart whose clock went back.
         self._last_seq = self._newest_seq()
         self._finish_moves()
