@@ -12,6 +12,7 @@ from hirag_oz.resilience import CircuitBreaker
 if TYPE_CHECKING:
     from hirag_oz.context.builder import Summarizer
     from hirag_oz.embeddings.base import Embedder
+    from hirag_oz.kernel.disk import DiskGuard
     from hirag_oz.store.base import VectorStore
     from hirag_oz.tokens import TokenCounter
     from hirag_oz.vision.ocr import OcrEngine
@@ -28,8 +29,9 @@ def build_breaker(settings: Settings, name: str) -> CircuitBreaker:
     )
 
 
-def build_store(settings: Settings) -> VectorStore:
-    """The configured vector store; a Qdrant server gets a breaker named "vector_store"."""
+def build_store(settings: Settings, disk: DiskGuard | None = None) -> VectorStore:
+    """The configured vector store; a Qdrant server gets a breaker named "vector_store", the
+    embedded store checks `disk` before it writes."""
     db = settings.vector_db
     if db.url:
         from hirag_oz.store.server import ServerStore
@@ -50,7 +52,7 @@ def build_store(settings: Settings) -> VectorStore:
         Path(settings.server.data_dir) / "qdrant",
         optimize_after_points=db.optimize_after_points,
         search_threads=db.search_threads,
-        min_free_disk_mb=settings.server.min_free_disk_mb,
+        disk=disk,
     )
 
 

@@ -94,7 +94,7 @@ class Hirag(Operations):
         self._built: dict[str, Any] = {}
         self._closed = False
         self._format: DataFormat | None = None  # read when the store opens
-        # What the store and the documents check before they write; health reports it.
+        # What the embedded store and the documents check before they write; health reports it.
         self.disk = DiskGuard(Path(settings.server.data_dir), settings.server.min_free_disk_mb)
 
     # -------------------------------------------------------------------- building parts
@@ -130,7 +130,7 @@ class Hirag(Operations):
         """The vector store every capability keeps its collections in."""
 
         def build() -> VectorStore:
-            store = self._given_store or build_store(self.settings)
+            store = self._given_store or build_store(self.settings, self.disk)
             # A store with a breaker (a Qdrant server) shows it like the other remote
             # dependencies.
             breaker = getattr(store, "breaker", None)
@@ -277,7 +277,7 @@ class Hirag(Operations):
                 distance=self.settings.vector_db.distance,
                 observer=self.metrics,
                 start=self.serving,
-                min_free_disk_mb=self.settings.server.min_free_disk_mb,
+                disk=self.disk,
             )
             if self.metrics is not None:
                 self.metrics.watch_cache("vision_decode", vision.cache)

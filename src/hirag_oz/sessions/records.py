@@ -18,6 +18,7 @@ from hirag_oz.store.base import (
     FieldType,
     Filter,
     PointRecord,
+    Range,
     SparseVec,
     VectorStore,
 )
@@ -106,7 +107,20 @@ class SessionRecords:
 
     def pending(self) -> list[SessionRecord]:
         """The records whose write a crash (or a failure) cut short."""
-        flt = Filter(must=(Condition("pending", any_of=PENDING),))
+        return self._where(Filter(must=(Condition("pending", any_of=PENDING),)))
+
+    def idle(self, before: float) -> list[SessionRecord]:
+        """The active sessions of every agent without an append since `before`."""
+        return self._where(
+            Filter(
+                must=(
+                    Condition("state", match="active"),
+                    Condition("last_at", range=Range(lt=before)),
+                )
+            )
+        )
+
+    def _where(self, flt: Filter) -> list[SessionRecord]:
         total = self.backend.count(self.collection, flt)
         points = self.backend.scroll(self.collection, flt, total) if total else []
         return [SessionRecord.from_payload(p.payload) for p in points]
@@ -120,9 +134,6 @@ class SessionRecords:
             conditions.append(Condition("user_id", match=user_id))
         if state is not None:
             conditions.append(Condition("state", match=state))
-        flt = Filter(must=tuple(conditions))
-        total = self.backend.count(self.collection, flt)
-        points = self.backend.scroll(self.collection, flt, total) if total else []
-        records = [SessionRecord.from_payload(p.payload) for p in points]
+        records = self._where(Filter(must=tuple(conditions)))
         records.sort(key=lambda r: (-(r.last_at or 0.0), r.session_id))
         return records

@@ -570,15 +570,7 @@ class Sessions:
         """Close every active session of any agent idle for `idle_secs`; returns how many."""
         now = self.clock.now()
         closed = 0
-        flt = Filter(
-            must=(
-                Condition("state", match="active"),
-                Condition("last_at", range=_before(now - idle_secs)),
-            )
-        )
-        total = self.records.backend.count(self.records.collection, flt)
-        for point in self.records.backend.scroll(self.records.collection, flt, total or 1):
-            record = SessionRecord.from_payload(point.payload)
+        for record in self.records.idle(now - idle_secs):
             with self._lock(record.agent_id, record.session_id):
                 current = self.records.load(record.agent_id, record.session_id)
                 if current is None or current.state != "active":
@@ -724,7 +716,3 @@ def _first_of_each_id(
 
 def _after(seq: int) -> Range:
     return Range(gt=float(seq))
-
-
-def _before(when: float) -> Range:
-    return Range(lt=when)

@@ -66,12 +66,12 @@ class EdgeStore:
         root: Path,
         optimize_after_points: int = 5000,
         search_threads: int | None = None,
-        min_free_disk_mb: int = 0,
+        disk: DiskGuard | None = None,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         # Qdrant Edge maps its files: a write meeting a full disk would end the process.
-        self.disk = DiskGuard(self.root, min_free_disk_mb)
+        self.disk = disk or DiskGuard(self.root, 0)
         self._shards: dict[str, _Shard] = {}
         self._lock = threading.Lock()
         self._optimize_after = optimize_after_points

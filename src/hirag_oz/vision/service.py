@@ -160,7 +160,7 @@ class VisionService:
         distance: Distance = "Cosine",
         observer: VisionObserver | None = None,
         start: bool = True,
-        min_free_disk_mb: int = 0,
+        disk: DiskGuard | None = None,
     ) -> None:
         self.settings = settings
         self.backend = backend
@@ -174,7 +174,7 @@ class VisionService:
             backend, [self.collection], embedder.dimension, distance, REGION_INDEXES
         )
         root = Path(data_dir) / "vision"
-        self.disk = DiskGuard(Path(data_dir), min_free_disk_mb)
+        self.disk = disk or DiskGuard(Path(data_dir), 0)
         self.pages_dir = root / "pages"
         self.docs_dir = root / "docs"
         self.uploads_dir = root / "uploads"
