@@ -23,6 +23,7 @@ EDGE = (
     "hirag_oz.service",
     "hirag_oz.handlers",
     "hirag_oz.commands",
+    "hirag_oz.archive",
 )
 # Layer (a folder of the package) -> packages or modules its modules may not import.
 FORBIDDEN: dict[str, tuple[str, ...]] = {

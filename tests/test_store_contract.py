@@ -18,6 +18,7 @@ from hirag_oz.store.base import (
     Range,
     SparseVec,
     VectorStore,
+    scan,
 )
 from hirag_oz.store.edge import EdgeStore
 from hirag_oz.store.server import ServerStore
@@ -250,3 +251,23 @@ def test_insert_only_keeps_what_is_there(store: VectorStore) -> None:
     assert store.retrieve("c", [fresh.id])[0].payload["text"] == "a new point"
     store.upsert("c", [again])
     assert store.retrieve("c", [first.id])[0].payload["text"] == "changed"
+
+
+def test_pages_go_through_every_point_once_in_id_order(store: VectorStore) -> None:
+    points = _fill(store)
+    more = [_point([0.5, 0.5, 0], f"filler {i}", seq=10 + i, agent_id="a") for i in range(9)]
+    store.upsert("c", more)
+    pages = list(scan(store, "c", None, batch=4, with_vectors=True))
+    seen = [p.id for page in pages for p in page]
+    assert [len(page) for page in pages] == [4, 4, 4, 1]
+    assert seen == sorted(p.id for p in [*points, *more])
+    assert all(p.dense is not None and p.sparse is not None for page in pages for p in page)
+    only_b = Filter(must=(Condition("agent_id", match="b"),))
+    assert [p.payload["text"] for page in scan(store, "c", only_b, 1) for p in page] == sorted(
+        ["a blue car on the road", "quantum physics lecture notes"],
+        key=lambda text: next(p.id for p in points if p.payload["text"] == text),
+    )
+    first, after = store.page("c", None, None, 12)
+    assert len(first) == 12 and after is not None
+    last, end = store.page("c", None, after, 12)
+    assert [p.id for p in last] == seen[12:] and end is None

@@ -36,6 +36,7 @@ from hirag_oz.observability.tracing import (
     TracingMiddleware,
 )
 from hirag_oz.store.edge import EdgeStore
+from hirag_oz.store.gate import GatedStore
 from hirag_oz.tokens import TokenCounter
 from hirag_oz.vision import VisionService
 from hirag_oz.vision.ocr import TesseractEngine, tesseract_available
@@ -113,7 +114,8 @@ def test_requests_continue_the_callers_trace_down_to_the_model_and_the_store(
         )
         refused = httpx.post(server.url + "/api/v1/contexts/search", json={})
         parts = app.state.hirag
-        assert isinstance(parts.store, TracedStore) and isinstance(parts.store.inner, EdgeStore)
+        assert isinstance(parts.store, TracedStore) and isinstance(parts.store.inner, GatedStore)
+        assert isinstance(parts.store.inner.inner, EdgeStore)
         assert isinstance(parts.model.inner, TracedEmbedder)
         assert isinstance(parts.model.inner.inner, MeteredEmbedder)
         assert isinstance(parts.prompts.summarizer, TracedSummarizer)
@@ -337,7 +339,8 @@ def test_off_by_default_nothing_is_added_or_wrapped(
     with ServerThread(app) as server:
         assert httpx.get(server.url + "/health/live").status_code == 200
         parts = app.state.hirag
-        assert type(parts.store) is EdgeStore
+        # The write gate is always there (backups close it); no tracing wrapper is.
+        assert type(parts.store) is GatedStore and type(parts.store.inner) is EdgeStore
         assert type(parts.model.inner) is MeteredEmbedder and parts.model.inner.inner is model
         assert type(parts.prompts.summarizer) is ExtractiveSummarizer
         assert parts.prompts.summarizer is parts.prompts.fallback

@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 
 import click
 from pydantic import BaseModel
-from rich.console import Console
 
-from hirag_oz.commands import add_operation_commands
+from hirag_oz.archive.commands import add_archive_commands
+from hirag_oz.commands import add_operation_commands, progress_bar
 from hirag_oz.config import Settings, load_settings
 from hirag_oz.errors import ConfigurationError, HiragError
 from hirag_oz.memory.models import NewContext
@@ -271,20 +271,10 @@ def _run_operation(
         if op.name != "index_document":
             done: BaseModel = hirag.call(op, request)
             return done
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            transient=True,
-            console=Console(stderr=True),
-        ) as bar:
-            task = bar.add_task("indexing", total=None)
+        with progress_bar("indexing", None) as update:
 
             def progress(job: Any) -> None:
-                bar.update(task, total=job.pages_total, completed=job.pages_done)
+                update(total=job.pages_total, completed=job.pages_done)
 
             token = PROGRESS.set(progress)
             try:
@@ -295,6 +285,7 @@ def _run_operation(
 
 
 add_operation_commands(cli, _run_operation)
+add_archive_commands(cli, lambda ctx, data_dir: _settings(ctx, data_dir=data_dir))
 
 
 def main() -> None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +34,24 @@ Kind = Literal["flag", "json", "many", "choice", "text"]
 CLI_DEFAULTS: dict[str, dict[str, Any]] = {"index_document": {"wait": True}}
 # Fields that name a document: on a command line a relative path is the working directory's.
 LOCAL_PATHS = frozenset({"doc_url"})
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None) -> Iterator[Callable[..., None]]:
+    """A bar on stderr, gone when done; yields `update(advance=, total=, completed=)`."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+        console=Console(stderr=True),
+    ) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda **change: bar.update(task, **change)
 
 
 def _kind(annotation: Any) -> tuple[Kind, tuple[str, ...]]:

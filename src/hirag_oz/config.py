@@ -323,6 +323,14 @@ class SessionSettings(_Section):
     maintenance (every `hirag.maintenance_interval_secs`); None: only when closed."""
 
 
+class BackupSettings(_Section):
+    dir: Path | None = None
+    """Where backups are written; None: `<server.data_dir>/backups`. A folder on another
+    disk survives the loss of the data directory's."""
+    keep: int = Field(7, ge=1, le=10_000)
+    """How many of the newest backups are kept; older ones are removed after each backup."""
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
@@ -382,6 +390,7 @@ class Settings(BaseSettings):
     vision: VisionSettings = Field(default_factory=VisionSettings)
     facts: FactsSettings = Field(default_factory=FactsSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 

@@ -32,6 +32,7 @@ from hirag_oz.factory import (
 from hirag_oz.kernel.disk import DiskGuard
 from hirag_oz.resilience import CircuitBreaker
 from hirag_oz.store.format import DataFormat
+from hirag_oz.store.gate import GatedStore, WriteGate
 from hirag_oz_client._client import Operations
 from hirag_oz_client.catalogue import Operation
 
@@ -96,6 +97,8 @@ class Hirag(Operations):
         self._format: DataFormat | None = None  # read when the store opens
         # What the embedded store and the documents check before they write; health reports it.
         self.disk = DiskGuard(Path(settings.server.data_dir), settings.server.min_free_disk_mb)
+        # Every write to the store and the files beside it; a backup closes it for its copy.
+        self.gate = WriteGate()
 
     # -------------------------------------------------------------------- building parts
     def _part(self, name: str, build: Callable[[], T]) -> T:
@@ -130,12 +133,13 @@ class Hirag(Operations):
         """The vector store every capability keeps its collections in."""
 
         def build() -> VectorStore:
-            store = self._given_store or build_store(self.settings, self.disk)
+            store: VectorStore = self._given_store or build_store(self.settings, self.disk)
             # A store with a breaker (a Qdrant server) shows it like the other remote
             # dependencies.
             breaker = getattr(store, "breaker", None)
             if isinstance(breaker, CircuitBreaker):
                 self.breakers.append(breaker)
+            store = GatedStore(store, self.gate)
             if self.tracing is not None:
                 store = self.tracing.store(store)
             # Data written by a newer version is refused before any part opens.
@@ -143,6 +147,12 @@ class Hirag(Operations):
             return store
 
         return self._part("store", build)
+
+    @property
+    def data_format(self) -> DataFormat | None:
+        """The stored data's format record (once the store is open)."""
+        self.store  # noqa: B018
+        return self._format
 
     @property
     def model(self) -> CoalescingEmbedder:
@@ -278,6 +288,7 @@ class Hirag(Operations):
                 observer=self.metrics,
                 start=self.serving,
                 disk=self.disk,
+                gate=self.gate,
             )
             if self.metrics is not None:
                 self.metrics.watch_cache("vision_decode", vision.cache)

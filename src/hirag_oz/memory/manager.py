@@ -285,6 +285,11 @@ class HiRAG:
             self._last_seq = max(self._last_seq + 1, time.time_ns() // 1000)
             return self._last_seq
 
+    def observe_seq(self, seq: int) -> None:
+        """Points with `seq` were written from elsewhere (an import): later ones follow them."""
+        with self._seq_lock:
+            self._last_seq = max(self._last_seq, seq)
+
     def _newest_seq(self) -> int:
         newest = 0
         for collection in self.collections.values():

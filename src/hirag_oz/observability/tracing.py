@@ -373,6 +373,19 @@ class TracedStore:
             span.set_attribute("db.response.returned_rows", sum(len(f) for f in found))
             return found
 
+    def page(
+        self,
+        collection: str,
+        flt: Filter | None,
+        offset: str | None,
+        limit: int,
+        with_vectors: bool = False,
+    ) -> tuple[list[StoredPoint], str | None]:
+        with self._span("page", collection, **{"db.query.limit": limit}) as span:
+            found, after = self.inner.page(collection, flt, offset, limit, with_vectors)
+            span.set_attribute("db.response.returned_rows", len(found))
+            return found, after
+
     def count(self, collection: str, flt: Filter | None = None) -> int:
         with self._span("count", collection) as span:
             total = self.inner.count(collection, flt)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -90,6 +90,23 @@ def complete_sparse_hits(
             continue
         out.append(h)
     return out
+
+
+def scan(
+    store: VectorStore,
+    collection: str,
+    flt: Filter | None = None,
+    batch: int = 256,
+    with_vectors: bool = False,
+) -> Iterator[list[StoredPoint]]:
+    """Every point of `collection` that matches `flt`, a page at a time, in id order."""
+    offset: str | None = None
+    while True:
+        points, offset = store.page(collection, flt, offset, batch, with_vectors)
+        if points:
+            yield points
+        if offset is None:
+            return
 
 
 @dataclass(frozen=True)
@@ -205,6 +222,18 @@ class VectorStore(Protocol):
     ) -> list[list[StoredPoint]]:
         """Several ordered scrolls in one call (one round trip to a server), with payload;
         the results in the order of `scrolls`."""
+        ...
+
+    def page(
+        self,
+        collection: str,
+        flt: Filter | None,
+        offset: str | None,
+        limit: int,
+        with_vectors: bool = False,
+    ) -> tuple[list[StoredPoint], str | None]:
+        """Up to `limit` points matching `flt`, in id order from the id `offset` on (from
+        the first when None), and the id the next page starts at (None after the last)."""
         ...
 
     def count(self, collection: str, flt: Filter | None = None) -> int: ...

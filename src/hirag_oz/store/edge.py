@@ -290,6 +290,24 @@ class EdgeStore:
         results = self._get(collection).shard.query_batch(qe.QueryBatchRequest(queries))
         return [[_stored(p) for p in points] for points in results]
 
+    def page(
+        self,
+        collection: str,
+        flt: Filter | None,
+        offset: str | None,
+        limit: int,
+        with_vectors: bool = False,
+    ) -> tuple[list[StoredPoint], str | None]:
+        request = qe.ScrollRequest(
+            offset=offset,
+            limit=limit,
+            filter=_where(flt),
+            with_payload=True,
+            with_vector=bool(with_vectors),
+        )
+        records, after = self._get(collection).shard.scroll(request)
+        return [_stored(r) for r in records], None if after is None else str(after)
+
     def count(self, collection: str, flt: Filter | None = None) -> int:
         request = qe.CountRequest(filter=_where(flt), exact=True)
         return int(self._get(collection).shard.count(request))

@@ -383,6 +383,26 @@ class ServerStore:
         )
         return [[_stored(p) for p in response.points] for response in responses]
 
+    def page(
+        self,
+        collection: str,
+        flt: Filter | None,
+        offset: str | None,
+        limit: int,
+        with_vectors: bool = False,
+    ) -> tuple[list[StoredPoint], str | None]:
+        records, after = self._call(
+            "scroll",
+            self.client.scroll,
+            collection,
+            scroll_filter=_where(flt),
+            offset=offset,
+            limit=limit,
+            with_payload=True,
+            with_vectors=with_vectors,
+        )
+        return [_stored(r) for r in records], None if after is None else str(after)
+
     def count(self, collection: str, flt: Filter | None = None) -> int:
         result = self._call(
             "count",

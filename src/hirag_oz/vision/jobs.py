@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hirag_oz.errors import HiragError, NotFoundError, RateLimitedError, ValidationError
+from hirag_oz.store.gate import WriteGate
 from hirag_oz.vision.models import JobStatus
 
 logger = logging.getLogger(__name__)
@@ -104,17 +105,18 @@ def remove_partial_writes(folder: Path) -> int:
 class JobStore:
     """Jobs as JSON files, each replaced atomically on every change."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, gate: WriteGate | None = None) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self.gate = gate or WriteGate()
 
     def path(self, job_id: str) -> Path:
         return self.folder / f"{check_job_id(job_id)}.json"
 
     def save(self, job: Job) -> None:
         data = json.dumps(job.to_dict(), ensure_ascii=False, sort_keys=True).encode()
-        with self._lock:
+        with self._lock, self.gate.write():
             write_atomic(self.path(job.job_id), data)
 
     def load(self, job_id: str) -> Job:

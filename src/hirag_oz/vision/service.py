@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import re
@@ -43,6 +44,7 @@ from hirag_oz.store.base import (
     VectorStore,
 )
 from hirag_oz.store.filters import check_match
+from hirag_oz.store.gate import WriteGate
 from hirag_oz.tokens import TokenCounter
 from hirag_oz.vision import documents, layout, sources
 from hirag_oz.vision.jobs import (
@@ -161,6 +163,7 @@ class VisionService:
         observer: VisionObserver | None = None,
         start: bool = True,
         disk: DiskGuard | None = None,
+        gate: WriteGate | None = None,
     ) -> None:
         self.settings = settings
         self.backend = backend
@@ -184,7 +187,10 @@ class VisionService:
         self.cache = DecodeCache(settings.decode_cache_size, settings.decode_cache_ttl_secs)
         self._page_images: LRUCache[Path, Image.Image] = LRUCache(maxsize=4)
         self._page_lock = threading.Lock()
-        self.jobs = JobStore(root / "jobs")
+        # The files beside the store are written under the store's write gate, so a backup
+        # copies them at the same instant as the collections.
+        self.gate = gate or WriteGate()
+        self.jobs = JobStore(root / "jobs", self.gate)
         self.queue = JobQueue(
             self.jobs,
             self._run,
@@ -204,7 +210,7 @@ class VisionService:
     def _remove_partial_writes(self) -> int:
         """What an earlier process was writing when it was killed (before jobs run again)."""
         removed = remove_partial_writes(self.jobs.folder)
-        for folder in self.docs_dir.iterdir():
+        for folder in [*self.docs_dir.iterdir(), *self.pages_dir.iterdir()]:
             if folder.is_dir():
                 removed += remove_partial_writes(folder)
         return removed
@@ -437,12 +443,16 @@ class VisionService:
         record_path.parent.mkdir(parents=True, exist_ok=True)
         # Whole or absent after a crash: a partial record would fail every later job of
         # the same document.
-        write_atomic(record_path, json.dumps(record, ensure_ascii=False).encode())
+        with self.gate.write():
+            write_atomic(record_path, json.dumps(record, ensure_ascii=False).encode())
 
     def _index_page(self, job: Job, doc_id: str, page: documents.Page) -> int:
         image_path = self.pages_dir / doc_id / f"{page.number}.png"
         image_path.parent.mkdir(parents=True, exist_ok=True)
-        page.image.save(image_path, format="PNG")
+        png = io.BytesIO()
+        page.image.save(png, format="PNG")
+        with self.gate.write():
+            write_atomic(image_path, png.getvalue())
         lines = page.text_lines
         if lines is None:
             if self.engine is None:
