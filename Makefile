@@ -11,7 +11,7 @@ PORT ?= 8081
 # Extra arguments of bench/report.py for `make bench`, e.g. --quick.
 BENCH_ARGS ?=
 
-.PHONY: install install-dev ocr-engine test-services bench-ocr serve test lint typecheck bench bench-store bench-http bench-recall bench-build bench-facts bench-sessions clean
+.PHONY: install install-dev ocr-engine test-services bench-ocr serve test lint typecheck bench bench-store bench-http bench-recall bench-build bench-facts bench-sessions bench-data clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -84,6 +84,9 @@ bench-build: install-dev
 
 bench-facts: install-dev
 	$(BIN)/python bench/facts.py
+
+bench-data: install-dev
+	$(BIN)/python bench/archive.py
 
 bench-ocr: install-dev ocr-engine
 	$(BIN)/python bench/ocr_fidelity.py

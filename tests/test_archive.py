@@ -30,6 +30,8 @@ from hirag_oz.errors import ConflictError, ValidationError
 from hirag_oz.service import Hirag
 from hirag_oz.store.base import scan
 from hirag_oz.store.server import ServerStore
+from tests.fake_http import JsonHandler, serving
+from tests.fake_qdrant import QdrantRest
 from tests.vision_samples import text_pdf
 
 T0 = "2027-01-15T10:00:00+00:00"
@@ -446,3 +448,104 @@ def test_backups_keep_the_newest(model: OnnxMiniLMEmbedder, tmp_path: Path) -> N
         (damaged.path / backup.DUMP).write_bytes(b"changed")
         with _open(tmp_path / "e", model) as empty, pytest.raises(ConflictError, match="sha256"):
             backup.restore(empty, damaged)
+
+
+KEY = "archive-test-key-0123456789"
+
+
+def test_over_http_export_import_and_backups(
+    filled: Hirag, model: OnnxMiniLMEmbedder, tmp_path: Path
+) -> None:
+    import httpx
+
+    from hirag_oz.api.app import create_app
+    from tests.conftest import ServerThread, keyed_settings
+
+    before = snapshot(filled)
+    dumped = tmp_path / "dump.jsonl"
+    export(filled, dumped)
+    auth = {"Authorization": f"Bearer {KEY}"}
+    app = create_app(
+        keyed_settings(tmp_path / "served", KEY, facts={"functional_predicates": ["lives_in"]}),
+        model=model,
+    )
+    with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=120) as http:
+        assert http.post("/api/v1/import", content=dumped.read_bytes()).status_code == 401
+        refused = http.post("/api/v1/import", content=b'{"not": "a dump"}\n', headers=auth)
+        assert refused.status_code == 422 and refused.json()["code"] == "VALIDATION_ERROR"
+        # Streamed up gzip-compressed, as the CLI's export writes it.
+        imported = http.post(
+            "/api/v1/import", content=gzip.compress(dumped.read_bytes()), headers=auth
+        )
+        assert imported.status_code == 200, imported.text
+        assert imported.json()["complete"] and imported.json()["skipped"] == 0
+        assert snapshot(app.state.hirag) == before
+        with http.stream("GET", "/api/v1/export", params={"agent_id": "bo"}, headers=auth) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("application/x-ndjson")
+            lines = [json.loads(line) for line in r.iter_lines() if line]
+        assert lines[0]["type"] == "header" and lines[-1]["type"] == "end"
+        assert {line["payload"]["agent_id"] for line in lines if line["type"] == "point"} == {"bo"}
+        bad = http.get("/api/v1/export", params={"agent_id": "x" * 500}, headers=auth)
+        assert bad.status_code == 422 and bad.json()["code"] == "VALIDATION_ERROR"
+        made = http.post("/api/v1/backups", headers=auth)
+        assert made.status_code == 201, made.text
+        listed = http.get("/api/v1/backups", headers=auth).json()["backups"]
+        assert [b["name"] for b in listed] == [made.json()["name"]]
+        assert made.json()["points"] == {k: len(v) for k, v in before.items() if k != "files"}
+
+
+class _QdrantHandler(JsonHandler):
+    rest: QdrantRest
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        status, body = self.rest(self.command, self.path, self.rfile.read(length))
+        self.send_json(status, body)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _answer
+
+
+def test_the_move_command_goes_to_a_qdrant_server_and_back(
+    model: OnnxMiniLMEmbedder, tmp_path: Path
+) -> None:
+    with _open(tmp_path / "data", model) as hirag:
+        hirag.store_contexts(
+            items=[
+                {"text": f"moved note {i}", "agent_id": "m", "level": "LongTerm"}
+                for i in range(300)
+            ]
+        )
+        hirag.add_fact(subject="a", predicate="b", object="c", confidence=0.9, agent_id="m")
+        before = snapshot(hirag)
+    handler = type("Handler", (_QdrantHandler,), {"rest": QdrantRest()})
+    env = {"HIRAG_RATE_LIMIT__ENABLED": "false"}
+    with serving(handler) as port:
+        url = f"http://127.0.0.1:{port}"
+        there = _cli("move", "--to", url, "--data-dir", str(tmp_path / "data"), env=env)
+        out, err = there.communicate(timeout=300)
+        assert there.returncode == 0, err.decode()
+        report = json.loads(out)
+        assert report["verified"] and report["counts"]["contexts_longterm"] == [300, 300]
+        # Some points lost on the server, as after a move cut short: a move again copies them.
+        server = ServerStore.connect(url)
+        lost = [p.id for p in server.scroll("contexts_longterm", None, 40)]
+        server.delete("contexts_longterm", lost)
+        server.close()
+        again = _cli("move", "--to", url, "--data-dir", str(tmp_path / "data"), env=env)
+        out, err = again.communicate(timeout=300)
+        assert again.returncode == 0, err.decode()
+        report = json.loads(out)
+        assert report["copied"]["contexts_longterm"] == 40 and report["verified"]
+        assert report["unchanged"]["contexts_longterm"] == 260
+        back = _cli("move", "--from", url, "--data-dir", str(tmp_path / "back"), env=env)
+        out, err = back.communicate(timeout=300)
+        assert back.returncode == 0, err.decode()
+        assert json.loads(out)["verified"]
+    with _open(tmp_path / "back", model) as returned:
+        got = snapshot(returned)
+    assert {k: v for k, v in got.items() if k != "files"} == {
+        k: v for k, v in before.items() if k != "files"
+    }
+    usage = _cli("move", "--data-dir", str(tmp_path / "data"))
+    assert usage.wait(timeout=120) == 2

@@ -41,6 +41,8 @@ class ServerSettings(_Section):
     port: int = Field(8081, ge=1, le=65535)
     data_dir: Path = Path("./data")
     max_body_size_mb: int = Field(10, ge=1, le=1024)
+    max_import_mb: int = Field(4096, ge=1, le=1_048_576)
+    """The largest dump `POST /api/v1/import` takes (stored to disk as it arrives)."""
     api_keys: list[SecretStr] = Field(default_factory=list)
     shutdown_timeout_secs: float = Field(30.0, gt=0, le=3600)
     min_free_disk_mb: int = Field(256, ge=0)

@@ -13,6 +13,8 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from hirag_oz import __version__
+from hirag_oz.api.archive import IMPORT_PATH
+from hirag_oz.api.archive import router as archive_router
 from hirag_oz.api.errors import install_error_handlers
 from hirag_oz.api.middleware import (
     AuthMiddleware,
@@ -106,9 +108,14 @@ def create_app(
     app.include_router(operations_router)
     app.include_router(vision_router)  # index_document, which also takes uploads
     app.include_router(catalogue_router(skip=frozenset({"index_document"})))
+    app.include_router(archive_router)  # export, import and backups: whole dumps
 
     # Starlette puts the last added middleware outermost.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_size_mb * 1024**2)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.server.max_body_size_mb * 1024**2,
+        per_path={IMPORT_PATH: settings.server.max_import_mb * 1024**2},
+    )
     if limiter is not None:
         app.add_middleware(RateLimitMiddleware, limiter=limiter, metrics=metrics)
     keys = [k.get_secret_value() for k in settings.server.api_keys]

@@ -186,20 +186,25 @@ class RateLimitMiddleware:
 
 
 class BodyLimitMiddleware:
-    """One limit for every request body, checked on `Content-Length` and while reading
-    (chunked bodies too), so an oversize body is never held in memory."""
+    """One limit for every request body (and its own for the paths in `per_path`), checked
+    on `Content-Length` and while reading (chunked bodies too), so an oversize body is never
+    held in memory."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None
+    ) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default_max = max_bytes
+        self.per_path = per_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             await self.app(scope, receive, send)
             return
+        max_bytes = self.per_path.get(scope["path"], self.default_max)
         declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _reject(scope, receive, send, BodyTooLarge(self.max_bytes).error)
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            await _reject(scope, receive, send, BodyTooLarge(max_bytes).error)
             return
         received = 0
         started = False
@@ -209,8 +214,8 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if received > max_bytes:
+                    raise BodyTooLarge(max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -224,4 +229,4 @@ class BodyLimitMiddleware:
         except BodyTooLarge:
             if started:
                 raise
-            await _reject(scope, receive, send, BodyTooLarge(self.max_bytes).error)
+            await _reject(scope, receive, send, BodyTooLarge(max_bytes).error)

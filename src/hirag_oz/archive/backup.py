@@ -3,8 +3,8 @@
 A backup is a folder `<backup dir>/<UTC time>/` holding `dump.jsonl.gz` (the whole dump,
 vectors included) and `manifest.json`, written last: a folder without a manifest is a
 backup that did not finish, and is removed by the next one. The dump is written with the
-service's write gate closed: searches, reads and prompts go on, writes wait until it is
-written, and what it holds is the state at one instant (each write wholly in or out, as a
+service's write gate closed (and compressed once it is open again): searches, reads and
+prompts go on, writes wait until it is written, and what it holds is the state at one instant (each write wholly in or out, as a
 crash at that instant would leave it, and completed the same way at start).
 
 Retention: after each backup, only the `keep` newest are kept (`[backup] keep`).
@@ -12,6 +12,7 @@ Retention: after each backup, only the `keep` newest are kept (`[backup] keep`).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import shutil
@@ -92,10 +93,15 @@ def create(hirag: Hirag) -> Backup:
     partial = root / f"{_PARTIAL}{name}"
     partial.mkdir()
     try:
+        plain = partial / "dump.jsonl"
         with hirag.gate.closed():
             started = time.perf_counter()
-            report = export(hirag, partial / DUMP, vectors=True)
+            report = export(hirag, plain, vectors=True)
             paused_ms = (time.perf_counter() - started) * 1000
+        # Compressed after the writes go on again: compression is most of an export's time.
+        with plain.open("rb") as src, gzip.open(partial / DUMP, "wb", compresslevel=1) as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        plain.unlink()
         made = Backup(
             name,
             root / name,

@@ -105,9 +105,8 @@ def add_archive_commands(cli: click.Group, settings_of: SettingsOf) -> None:
         """List the backups, newest first."""
         from hirag_oz.archive import backup
 
-        settings = settings_of(ctx, data_dir)
-        hirag = Hirag(settings)  # no part opens: only the backup folder is read
-        _print([b.to_dict() for b in backup.listed(hirag)])
+        with Hirag(settings_of(ctx, data_dir)) as hirag:  # reads the backup folder only
+            _print([b.to_dict() for b in backup.listed(hirag)])
 
     @cli.command("restore")
     @click.argument("backup_name")

@@ -2,7 +2,7 @@
 
     {"type": "header", "format": "hirag-oz-dump", "version": 1, "dump_id": ..., ...}
     {"type": "point", "collection": "longterm", "id": ..., "payload": {...},
-     "dense": [...], "sparse": {"indices": [...], "values": [...]}}
+     "dense": "<base64>", "sparse": {"indices": [...], "values": [...]}}
     {"type": "file", "path": "vision/pages/<doc>/1.png", "data": "<base64>"}
     {"type": "end", "points": {...}, "files": 12}
 
@@ -10,7 +10,9 @@ A point is a stored record as it is kept: a context (one collection per level), 
 document region or a session record, with its payload whole (levels, timestamps, access
 counts, metadata, validity, provenance, briefs and summaries). Its vectors are optional: a
 dump without them, or made with another embedding model, is embedded again on import from
-the text each kind embeds. A file is one of the documents' files beside the store: page
+the text each kind embeds. `dense` is the vector's little-endian float32 values in base64 (as
+OpenAI's embeddings API sends them with `encoding_format="base64"`): exact, and a quarter of
+the size of the numbers written out; a list of numbers is read too. A file is one of the documents' files beside the store: page
 images, document records, jobs and the uploads of unfinished jobs. The end line says the
 dump is whole; a dump without it was cut short.
 
@@ -23,10 +25,13 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
+
+import numpy as np
 
 from hirag_oz.errors import ValidationError
 from hirag_oz.facts.models import sentence
@@ -144,6 +149,17 @@ def header(
     }
 
 
+def pack(vector: list[float]) -> str:
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+def unpack(packed: str) -> list[float]:
+    raw = base64.b64decode(packed, validate=True)
+    if len(raw) % 4:
+        raise ValueError("not float32 values")
+    return np.frombuffer(raw, dtype="<f4").tolist()  # type: ignore[no-any-return]
+
+
 def point_line(suffix: str, point: StoredPoint, vectors: bool) -> Payload:
     line: Payload = {
         "type": "point",
@@ -152,7 +168,7 @@ def point_line(suffix: str, point: StoredPoint, vectors: bool) -> Payload:
         "payload": point.payload,
     }
     if vectors and point.dense is not None:
-        line["dense"] = point.dense
+        line["dense"] = pack(point.dense)
     if vectors and point.sparse is not None:
         line["sparse"] = {"indices": point.sparse.indices, "values": point.sparse.values}
     return line
@@ -224,10 +240,18 @@ def check_point(line: Payload) -> tuple[Kind, StoredPoint]:
         if not isinstance(value, types) or isinstance(value, bool):
             raise BadLine(f"the {kind.name}'s payload lacks a valid {field!r}")
     dense = line.get("dense")
-    if dense is not None and not (
-        isinstance(dense, list) and all(isinstance(x, _NUMBER) for x in dense)
+    if isinstance(dense, str):
+        try:
+            dense = unpack(dense)
+        except ValueError:
+            raise BadLine("dense is not base64 of float32 values") from None
+    elif dense is not None and not (
+        isinstance(dense, list)
+        and all(isinstance(x, _NUMBER) and not isinstance(x, bool) for x in dense)
     ):
-        raise BadLine("dense is not a list of numbers")
+        raise BadLine("dense is neither base64 of float32 values nor a list of numbers")
+    if dense is not None and not all(math.isfinite(x) for x in dense):
+        raise BadLine("dense holds a value that is not a finite number")
     sparse = line.get("sparse")
     vec = None
     if sparse is not None:

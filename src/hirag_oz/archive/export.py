@@ -117,7 +117,7 @@ def export(
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("wb") as raw:
         target: BinaryIO = (
-            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6)  # type: ignore[assignment]
+            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1)  # type: ignore[assignment]
             if out.name.endswith(".gz")
             else raw
         )

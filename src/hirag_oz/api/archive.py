@@ -1,0 +1,101 @@
+"""The data routes, by hand: they stream whole dumps and write backups, which the
+catalogue's one-request-one-response operations do not.
+
+- `GET /api/v1/export?agent_id=&vectors=` streams the dump (`application/x-ndjson`).
+- `POST /api/v1/import` takes a dump as the body (JSON Lines, gzip or not), stored to the
+  data directory's disk as it arrives, then imported; answers the import's report.
+- `POST /api/v1/backups` takes a backup of the running service; `GET /api/v1/backups`
+  lists them.
+
+While keys give every caller the whole service, any key may call them; with scoped keys
+they are for admin keys.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from hirag_oz.api.deps import hirag_of
+from hirag_oz.api.routes import ERROR_RESPONSES
+from hirag_oz.archive import backup
+from hirag_oz.archive import export as exporting
+from hirag_oz.archive.load import import_dump
+from hirag_oz.errors import InsufficientStorageError
+from hirag_oz.kernel.disk import is_disk_full
+from hirag_oz.kernel.ids import check_agent_id
+from hirag_oz.service import Hirag
+
+IMPORT_PATH = "/api/v1/import"
+router = APIRouter(tags=["data"], responses=ERROR_RESPONSES)
+
+
+@router.get("/api/v1/export", response_class=StreamingResponse)
+def export_data(
+    request: Request,
+    agent_id: str | None = Query(None, description="Only this agent's data (default: all)."),
+    vectors: bool = Query(True, description="Include the vectors."),
+) -> StreamingResponse:
+    """The dump of everything, or of one agent's data, as JSON Lines."""
+    hirag = hirag_of(request)
+    agent = check_agent_id(agent_id) if agent_id is not None else None
+    # The first line is made before the answer starts, so an error is still an envelope.
+    lines = exporting.lines(hirag, agent_id=agent, vectors=vectors)
+    first = next(lines)
+
+    def stream() -> Any:
+        yield first
+        yield from lines
+
+    return StreamingResponse(
+        stream(),
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": 'attachment; filename="hirag-oz-dump.jsonl"'},
+    )
+
+
+@router.post(IMPORT_PATH)
+async def import_data(request: Request) -> JSONResponse:
+    """Import the dump in the body (ids kept; sending it again resumes or changes nothing)."""
+    hirag = hirag_of(request)
+    folder = Path(hirag.settings.server.data_dir) / "imports"
+    spool = folder / f".upload-{uuid.uuid4().hex}.jsonl"
+    try:
+        await run_in_threadpool(_prepare, hirag, folder)
+        with spool.open("wb") as out:
+            async for chunk in request.stream():
+                out.write(chunk)
+        report = await run_in_threadpool(import_dump, hirag, spool)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise InsufficientStorageError(
+                "the dump did not fit on the data directory's disk", {}
+            ) from None
+        raise
+    finally:
+        spool.unlink(missing_ok=True)
+    return JSONResponse(report.to_dict())
+
+
+def _prepare(hirag: Hirag, folder: Path) -> None:
+    hirag.disk.check()
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+@router.post("/api/v1/backups", status_code=201)
+async def create_backup(request: Request) -> JSONResponse:
+    """Back the running service up: writes wait while the dump is written, reads go on."""
+    made = await run_in_threadpool(backup.create, hirag_of(request))
+    return JSONResponse(made.to_dict(), status_code=201)
+
+
+@router.get("/api/v1/backups")
+async def list_backups(request: Request) -> JSONResponse:
+    """The backups, newest first."""
+    found = await run_in_threadpool(backup.listed, hirag_of(request))
+    return JSONResponse({"backups": [b.to_dict() for b in found]})
