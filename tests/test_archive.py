@@ -258,6 +258,8 @@ def test_a_hostile_dump_is_refused_or_skipped_line_by_line(
         json.dumps({"type": "point", "collection": "../etc", "id": "x", "payload": {}}),
         json.dumps({**point, "payload": {**point["payload"], "agent_id": 7}}),
         json.dumps({**point, "dense": ["a"]}),
+        json.dumps({**point, "id": "not-a-uuid"}),
+        json.dumps({**point, "sparse": {"indices": [2**40], "values": [1.0]}}),
         json.dumps({"type": "file", "path": "vision/../../escape.txt", "data": "aGk="}),
         json.dumps({"type": "file", "path": "/etc/passwd", "data": "aGk="}),
         json.dumps({"type": "file", "path": "vision/pages/x/1.png", "data": "@@@"}),
@@ -471,8 +473,9 @@ def test_over_http_export_import_and_backups(
     )
     with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=120) as http:
         assert http.post("/api/v1/import", content=dumped.read_bytes()).status_code == 401
-        refused = http.post("/api/v1/import", content=b'{"not": "a dump"}\n', headers=auth)
-        assert refused.status_code == 422 and refused.json()["code"] == "VALIDATION_ERROR"
+        for body in (b'{"not": "a dump"}\n', b"\x1f\x8b not gzip at all", b"[" * 100_000):
+            refused = http.post("/api/v1/import", content=body, headers=auth)
+            assert refused.status_code == 422 and refused.json()["code"] == "VALIDATION_ERROR"
         # Streamed up gzip-compressed, as the CLI's export writes it.
         imported = http.post(
             "/api/v1/import", content=gzip.compress(dumped.read_bytes()), headers=auth

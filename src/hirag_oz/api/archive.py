@@ -59,7 +59,16 @@ def export_data(
     )
 
 
-@router.post(IMPORT_PATH)
+_DUMP_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "A dump, JSON Lines, optionally gzip-compressed.",
+        "content": {"application/x-ndjson": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+@router.post(IMPORT_PATH, openapi_extra=_DUMP_BODY)
 async def import_data(request: Request) -> JSONResponse:
     """Import the dump in the body (ids kept; sending it again resumes or changes nothing)."""
     hirag = hirag_of(request)

@@ -26,6 +26,7 @@ import base64
 import gzip
 import json
 import math
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -35,6 +36,7 @@ import numpy as np
 
 from hirag_oz.errors import ValidationError
 from hirag_oz.facts.models import sentence
+from hirag_oz.kernel.ids import is_uuid
 from hirag_oz.store.base import SparseVec, StoredPoint
 from hirag_oz.store.format import MIGRATIONS, VERSION
 
@@ -233,8 +235,8 @@ def check_point(line: Payload) -> tuple[Kind, StoredPoint]:
     if kind is None:
         raise BadLine(f"unknown collection {str(line.get('collection'))[:40]!r}")
     point_id, payload = line.get("id"), line.get("payload")
-    if not isinstance(point_id, str) or not isinstance(payload, dict):
-        raise BadLine(f"a {kind.name} needs a string id and an object payload")
+    if not isinstance(point_id, str) or not is_uuid(point_id) or not isinstance(payload, dict):
+        raise BadLine(f"a {kind.name} needs a UUID id and an object payload")
     for field, types in kind.required:
         value = payload.get(field)
         if not isinstance(value, types) or isinstance(value, bool):
@@ -263,6 +265,10 @@ def check_point(line: Payload) -> tuple[Kind, StoredPoint]:
             raise BadLine("sparse needs lists 'indices' and 'values'") from None
         if len(vec.indices) != len(vec.values):
             raise BadLine("sparse's indices and values differ in length")
+        if not all(0 <= i < 2**32 for i in vec.indices) or not all(
+            math.isfinite(v) for v in vec.values
+        ):
+            raise BadLine("sparse holds an index or value out of range")
     return kind, StoredPoint(point_id, payload, dense, vec)
 
 
@@ -299,7 +305,10 @@ def open_dump(path: Path) -> IO[bytes]:
 def lines(stream: IO[bytes]) -> Iterator[Payload | BadLine]:
     """Each line of `stream` as an object, or the BadLine of one that is not JSON."""
     while True:
-        raw = stream.readline(MAX_LINE_BYTES + 1)
+        try:
+            raw = stream.readline(MAX_LINE_BYTES + 1)
+        except (gzip.BadGzipFile, EOFError, zlib.error):
+            raise ValidationError("the dump is not valid gzip", {"field": "dump"}) from None
         if not raw:
             return
         if len(raw) > MAX_LINE_BYTES:
@@ -311,7 +320,7 @@ def lines(stream: IO[bytes]) -> Iterator[Payload | BadLine]:
             continue
         try:
             value = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             yield BadLine("not JSON")
             continue
         yield value if isinstance(value, dict) else BadLine("not a JSON object")

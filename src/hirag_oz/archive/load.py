@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from hirag_oz.archive import dump
 from hirag_oz.archive.export import open_service
-from hirag_oz.errors import ValidationError
+from hirag_oz.errors import HiragError, ValidationError
 from hirag_oz.store.base import PointRecord, SparseVec, StoredPoint
 from hirag_oz.store.sparse import Bm25Encoder
 from hirag_oz.vision.jobs import remove_partial_writes, write_atomic
@@ -91,7 +91,7 @@ class Importer:
         self.prefix = hirag.settings.vector_db.collection_prefix
         self.data_dir = Path(hirag.settings.server.data_dir)
         self.bm25 = Bm25Encoder()
-        self.pending: list[tuple[dump.Kind, StoredPoint]] = []
+        self.pending: list[tuple[int, dump.Kind, StoredPoint]] = []
         self.embed_again = True
         self.max_seq = 0
         self.files_since_save = 0
@@ -122,7 +122,7 @@ class Importer:
             kind = line.get("type")
             try:
                 if kind == "point":
-                    self.pending.append(dump.check_point(line))
+                    self.pending.append((number, *dump.check_point(line)))
                     if len(self.pending) >= BATCH:
                         self._flush(report, number)
                 elif kind == "file":
@@ -148,32 +148,50 @@ class Importer:
     # ------------------------------------------------------------------------- points
     def _flush(self, report: ImportReport, line: int) -> None:
         batch, self.pending = self.pending, []
-        by_kind: dict[str, list[tuple[dump.Kind, StoredPoint]]] = {}
-        for kind, point in batch:
-            by_kind.setdefault(kind.suffix, []).append((kind, point))
+        by_kind: dict[str, list[tuple[int, dump.Kind, StoredPoint]]] = {}
+        for item in batch:
+            by_kind.setdefault(item[1].suffix, []).append(item)
         for suffix, items in by_kind.items():
             self._write(report, suffix, items)
         self._save(report, line)
 
     def _write(
-        self, report: ImportReport, suffix: str, items: list[tuple[dump.Kind, StoredPoint]]
+        self,
+        report: ImportReport,
+        suffix: str,
+        items: list[tuple[int, dump.Kind, StoredPoint]],
     ) -> None:
-        kind = items[0][0]
+        kind = items[0][1]
         name = dump.collection(self.prefix, kind)
-        latest = {p.id: p for _, p in items}  # the last line of an id wins
+        latest = {p.id: (number, p) for number, _, p in items}  # the last line of an id wins
         stored = {p.id: p.payload for p in self.hirag.store.retrieve(name, list(latest))}
-        fresh = [p for p in latest.values() if stored.get(p.id) != _normal(p.payload)]
+        fresh = [(n, p) for n, p in latest.values() if stored.get(p.id) != _normal(p.payload)]
         report.unchanged[suffix] = report.unchanged.get(suffix, 0) + len(latest) - len(fresh)
-        for p in latest.values():
+        if not fresh:
+            return
+        records = self._records(report, kind, [p for _, p in fresh])
+        try:
+            self.hirag.store.upsert(name, records)
+            written = len(records)
+        except HiragError:
+            raise  # the store is down or the disk full: the import stops, to be resumed
+        except Exception:
+            # A value the store cannot hold (a number out of its range, say): the others
+            # are written, one at a time, and that one is reported.
+            written = 0
+            for (number, _), record in zip(fresh, records, strict=True):
+                try:
+                    self.hirag.store.upsert(name, [record])
+                    written += 1
+                except HiragError:
+                    raise
+                except Exception as exc:
+                    report.skip(number, f"the store refused the {kind.name}: {str(exc)[:120]}")
+        report.written[suffix] = report.written.get(suffix, 0) + written
+        for _, p in fresh:
             seq = p.payload.get("seq")
             if kind.name == "context" and isinstance(seq, int) and seq > self.max_seq:
                 self.max_seq = seq
-        if not fresh:
-            return
-        records = self._records(report, kind, fresh)
-        if records:
-            self.hirag.store.upsert(name, records)
-        report.written[suffix] = report.written.get(suffix, 0) + len(records)
 
     def _records(
         self, report: ImportReport, kind: dump.Kind, points: list[StoredPoint]
