@@ -24,6 +24,8 @@ EDGE = (
     "hirag_oz.handlers",
     "hirag_oz.commands",
     "hirag_oz.archive",
+    "hirag_oz.keys",
+    "hirag_oz.key_commands",
 )
 # Layer (a folder of the package) -> packages or modules its modules may not import.
 FORBIDDEN: dict[str, tuple[str, ...]] = {

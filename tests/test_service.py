@@ -96,9 +96,9 @@ def _metrics(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
 def test_every_protected_route_needs_a_valid_key(serve: Serve) -> None:
     server = serve()
     routes = _protected_routes(server.url)
-    # contexts (8), context/build (1), facts (4), vision (4), sessions (8), and the data
-    # routes: export, import, backups (create, list)
-    assert len(routes) == 29
+    # contexts (8), context/build (1), facts (4), vision (4), sessions (8), the data
+    # routes: export, import, backups (create, list), and keys (create, list, revoke)
+    assert len(routes) == 32
     for method, path in routes:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"}):
             r = httpx.request(method, server.url + path, headers=headers, json={})

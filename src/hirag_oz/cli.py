@@ -19,6 +19,7 @@ from hirag_oz.archive.commands import add_archive_commands
 from hirag_oz.commands import add_operation_commands, progress_bar
 from hirag_oz.config import Settings, load_settings
 from hirag_oz.errors import ConfigurationError, HiragError
+from hirag_oz.key_commands import add_key_commands
 from hirag_oz.memory.models import NewContext
 from hirag_oz_client.catalogue import Operation
 
@@ -94,13 +95,15 @@ def is_loopback(host: str) -> bool:
 
 def check_exposure(settings: Settings) -> None:
     """Without API keys the service only listens on loopback; anywhere else it refuses."""
-    if settings.server.api_keys:
+    from hirag_oz.keys import key_store
+
+    if key_store(settings).configured():
         return
     host = settings.server.host
     if not is_loopback(host):
         raise ConfigurationError(
-            f"refusing to serve on {host} without API keys: set HIRAG_API_KEYS or "
-            "[server] api_keys, or bind to 127.0.0.1"
+            f"refusing to serve on {host} without API keys: make one (hirag-oz keys create), "
+            "set HIRAG_API_KEYS or [server] api_keys, or bind to 127.0.0.1"
         )
     logging.getLogger("hirag_oz").warning(
         "no API keys configured: /api/ is open to anyone who can reach %s", host
@@ -286,6 +289,7 @@ def _run_operation(
 
 add_operation_commands(cli, _run_operation)
 add_archive_commands(cli, lambda ctx, data_dir: _settings(ctx, data_dir=data_dir))
+add_key_commands(cli, lambda ctx, data_dir: _settings(ctx, data_dir=data_dir))
 
 
 def main() -> None:

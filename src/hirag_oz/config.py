@@ -44,6 +44,9 @@ class ServerSettings(_Section):
     max_import_mb: int = Field(4096, ge=1, le=1_048_576)
     """The largest dump `POST /api/v1/import` takes (stored to disk as it arrives)."""
     api_keys: list[SecretStr] = Field(default_factory=list)
+    keys_file: Path | None = None
+    """The file of the keys made with `hirag-oz keys create` (hashes only); None:
+    `<data_dir>/keys.json`."""
     shutdown_timeout_secs: float = Field(30.0, gt=0, le=3600)
     min_free_disk_mb: int = Field(256, ge=0)
     """Writes are refused (507 INSUFFICIENT_STORAGE) while the data directory's disk has less

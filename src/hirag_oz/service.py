@@ -30,6 +30,7 @@ from hirag_oz.factory import (
     build_summarizer,
 )
 from hirag_oz.kernel.disk import DiskGuard
+from hirag_oz.kernel.scope import AUDITED, TRUSTED, Caller, audit_call, authorize
 from hirag_oz.resilience import CircuitBreaker
 from hirag_oz.store.format import DataFormat
 from hirag_oz.store.gate import GatedStore, WriteGate
@@ -352,17 +353,22 @@ class Hirag(Operations):
             getattr(self, name)
 
     # ------------------------------------------------------------------------ operations
-    def call(self, op: Operation[Any, Any, R], request: BaseModel) -> R:
-        """Run the operation `op` with `request` (a model of `op.request`)."""
+    def call(self, op: Operation[Any, Any, R], request: BaseModel, caller: Caller = TRUSTED) -> R:
+        """Run the operation `op` with `request` (a model of `op.request`) as `caller`."""
         from hirag_oz.handlers import HANDLERS
 
         handler = HANDLERS.get(op.name)
         if handler is None:
             raise NotFoundError(f"unknown operation {op.name!r}", {"operation": op.name})
+        request = authorize(caller, op, request)
         if self.metrics is None:
-            return handler(self, request)  # type: ignore[return-value]
-        with self.metrics.operation(op.name):
-            return handler(self, request)  # type: ignore[return-value]
+            result: R = handler(self, request)  # type: ignore[assignment]
+        else:
+            with self.metrics.operation(op.name):
+                result = handler(self, request)  # type: ignore[assignment]
+        if op.name in AUDITED:
+            audit_call(caller, op, request)
+        return result
 
     # --------------------------------------------------------------------------- closing
     def close(self) -> None:

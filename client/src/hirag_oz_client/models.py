@@ -412,6 +412,7 @@ class IndexDocumentRequest(_Request):
 
 class GetJobRequest(_Request):
     job_id: str = Field(..., description="The job id returned by index_document.")
+    agent_id: str | None = Field(None, description="Only this agent's job (404 otherwise).")
 
 
 class JobProgress(BaseModel):

@@ -16,6 +16,7 @@ from hirag_oz import __version__
 from hirag_oz.api.archive import IMPORT_PATH
 from hirag_oz.api.archive import router as archive_router
 from hirag_oz.api.errors import install_error_handlers
+from hirag_oz.api.keys import router as keys_router
 from hirag_oz.api.middleware import (
     AuthMiddleware,
     BodyLimitMiddleware,
@@ -29,6 +30,7 @@ from hirag_oz.api.vision import router as vision_router
 from hirag_oz.config import Settings
 from hirag_oz.embeddings.base import Embedder
 from hirag_oz.kernel.clock import Clock
+from hirag_oz.keys import key_store
 from hirag_oz.observability.metrics import Metrics
 from hirag_oz.observability.tracing import Tracing, TracingMiddleware
 from hirag_oz.service import Hirag
@@ -109,6 +111,7 @@ def create_app(
     app.include_router(vision_router)  # index_document, which also takes uploads
     app.include_router(catalogue_router(skip=frozenset({"index_document"})))
     app.include_router(archive_router)  # export, import and backups: whole dumps
+    app.include_router(keys_router)
 
     # Starlette puts the last added middleware outermost.
     app.add_middleware(
@@ -118,8 +121,8 @@ def create_app(
     )
     if limiter is not None:
         app.add_middleware(RateLimitMiddleware, limiter=limiter, metrics=metrics)
-    keys = [k.get_secret_value() for k in settings.server.api_keys]
-    app.add_middleware(AuthMiddleware, keys=keys, metrics=metrics)
+    app.state.keys = key_store(settings)
+    app.add_middleware(AuthMiddleware, keys=app.state.keys, metrics=metrics)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
     if tracing.enabled:
         app.add_middleware(TracingMiddleware, tracing=tracing)

@@ -7,8 +7,7 @@ catalogue's one-request-one-response operations do not.
 - `POST /api/v1/backups` takes a backup of the running service; `GET /api/v1/backups`
   lists them.
 
-While keys give every caller the whole service, any key may call them; with scoped keys
-they are for admin keys.
+They are for admin keys; an admin key limited to agents may export its agents' data only.
 """
 
 from __future__ import annotations
@@ -21,12 +20,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from hirag_oz.api.deps import hirag_of
+from hirag_oz.api.deps import caller_of, hirag_of
 from hirag_oz.api.routes import ERROR_RESPONSES
 from hirag_oz.archive import backup
 from hirag_oz.archive import export as exporting
 from hirag_oz.archive.load import import_dump
-from hirag_oz.errors import InsufficientStorageError
+from hirag_oz.errors import InsufficientStorageError, PermissionDeniedError
 from hirag_oz.kernel.disk import is_disk_full
 from hirag_oz.kernel.ids import check_agent_id
 from hirag_oz.service import Hirag
@@ -43,7 +42,9 @@ def export_data(
 ) -> StreamingResponse:
     """The dump of everything, or of one agent's data, as JSON Lines."""
     hirag = hirag_of(request)
-    agent = check_agent_id(agent_id) if agent_id is not None else None
+    caller = caller_of(request)
+    caller.require("admin", "export")
+    agent = caller.agent(check_agent_id(agent_id) if agent_id is not None else None)
     # The first line is made before the answer starts, so an error is still an envelope.
     lines = exporting.lines(hirag, agent_id=agent, vectors=vectors)
     first = next(lines)
@@ -71,6 +72,7 @@ _DUMP_BODY: dict[str, Any] = {
 @router.post(IMPORT_PATH, openapi_extra=_DUMP_BODY)
 async def import_data(request: Request) -> JSONResponse:
     """Import the dump in the body (ids kept; sending it again resumes or changes nothing)."""
+    _whole_service(request, "import")
     hirag = hirag_of(request)
     folder = Path(hirag.settings.server.data_dir) / "imports"
     spool = folder / f".upload-{uuid.uuid4().hex}.jsonl"
@@ -91,6 +93,15 @@ async def import_data(request: Request) -> JSONResponse:
     return JSONResponse(report.to_dict())
 
 
+def _whole_service(request: Request, what: str) -> None:
+    caller = caller_of(request)
+    caller.require("admin", what)
+    if caller.agents is not None:
+        raise PermissionDeniedError(
+            f"{what} is the whole service's: not for a key limited to agents", {}
+        )
+
+
 def _prepare(hirag: Hirag, folder: Path) -> None:
     hirag.disk.check()
     folder.mkdir(parents=True, exist_ok=True)
@@ -99,6 +110,7 @@ def _prepare(hirag: Hirag, folder: Path) -> None:
 @router.post("/api/v1/backups", status_code=201)
 async def create_backup(request: Request) -> JSONResponse:
     """Back the running service up: writes wait while the dump is written, reads go on."""
+    _whole_service(request, "a backup")
     made = await run_in_threadpool(backup.create, hirag_of(request))
     return JSONResponse(made.to_dict(), status_code=201)
 
@@ -106,5 +118,6 @@ async def create_backup(request: Request) -> JSONResponse:
 @router.get("/api/v1/backups")
 async def list_backups(request: Request) -> JSONResponse:
     """The backups, newest first."""
+    _whole_service(request, "the backups")
     found = await run_in_threadpool(backup.listed, hirag_of(request))
     return JSONResponse({"backups": [b.to_dict() for b in found]})

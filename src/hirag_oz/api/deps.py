@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from hirag_oz.api.middleware import BODY_METHODS
 from hirag_oz.errors import UnsupportedMediaTypeError
+from hirag_oz.kernel.scope import TRUSTED, Caller
 from hirag_oz.memory.manager import HiRAG
 from hirag_oz.observability.metrics import Metrics
 from hirag_oz.service import Hirag
@@ -20,6 +21,12 @@ from hirag_oz.service import Hirag
 def hirag_of(request: Request) -> Hirag:
     found: Hirag = request.app.state.hirag
     return found
+
+
+def caller_of(request: Request) -> Caller:
+    """Who sent the request: the key's caller, or (no keys configured) the trusted one."""
+    found = request.scope.get("state", {}).get("caller")
+    return found if isinstance(found, Caller) else TRUSTED
 
 
 A = TypeVar("A")

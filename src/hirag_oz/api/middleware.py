@@ -8,8 +8,6 @@ quota; both answer before the body is read.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import re
 import time
@@ -22,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hirag_oz.api.errors import BodyTooLarge, envelope
 from hirag_oz.api.ratelimit import RateLimiter
 from hirag_oz.errors import AuthenticationError, HiragError, RateLimitedError, wire
+from hirag_oz.keys import KeyStore
 from hirag_oz.observability.metrics import Metrics
 
 access_log = logging.getLogger("hirag_oz.access")
@@ -110,25 +109,26 @@ class ObserveMiddleware:
 
 
 class AuthMiddleware:
-    """`Authorization: Bearer <key>` on `/api/`; keys compared in constant time."""
+    """`Authorization: Bearer <key>` on `/api/` while any key is in force; the key's caller
+    (tenant, role, agents) goes to the request's state for the operation's check."""
 
-    def __init__(self, app: ASGIApp, keys: Sequence[str], metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, keys: KeyStore, metrics: Metrics) -> None:
         self.app = app
-        self.keys = [k.encode() for k in keys]
+        self.keys = keys
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.keys or not _protected(scope):
+        if not _protected(scope) or not self.keys.configured():
             await self.app(scope, receive, send)
             return
         header = _header(scope, b"authorization") or ""
         scheme, _, token = header.partition(" ")
-        presented = token.strip().encode()
-        matched = False
-        for key in self.keys:  # every key is compared, so timing says nothing about which
-            matched |= hmac.compare_digest(presented, key)
-        if matched and scheme.lower() == "bearer":
-            _state(scope)["client"] = "key:" + hashlib.sha256(presented).hexdigest()[:16]
+        presented = token.strip()
+        caller = self.keys.resolve(presented) if presented else None
+        if caller is not None and scheme.lower() == "bearer":
+            state = _state(scope)
+            state["caller"] = caller
+            state["client"] = f"key:{caller.key_id}"
             await self.app(scope, receive, send)
             return
         if scheme.lower() != "bearer" or not presented:

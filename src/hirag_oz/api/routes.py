@@ -21,8 +21,9 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, create_model
 from starlette.concurrency import run_in_threadpool
 
-from hirag_oz.api.deps import embed_then, hirag_of, require_json
+from hirag_oz.api.deps import caller_of, embed_then, hirag_of, require_json
 from hirag_oz.handlers import contexts
+from hirag_oz.kernel.scope import TRUSTED, Caller, authorize
 from hirag_oz.service import Hirag
 from hirag_oz.store.filters import parse_filter
 from hirag_oz_client import catalogue as ops
@@ -58,12 +59,15 @@ _FAST: dict[str, FastPath] = {
 }
 
 
-async def run(hirag: Hirag, op: Operation[Any, Any, Any], request: BaseModel) -> BaseModel:
-    """`op` with `request`, counted and timed like any other call of it."""
+async def run(
+    hirag: Hirag, op: Operation[Any, Any, Any], request: BaseModel, caller: Caller = TRUSTED
+) -> BaseModel:
+    """`op` with `request` as `caller`, counted and timed like any other call of it."""
     fast = _FAST.get(op.name)
     if fast is None:
-        result: BaseModel = await run_in_threadpool(hirag.call, op, request)
+        result: BaseModel = await run_in_threadpool(hirag.call, op, request, caller)
         return result
+    request = authorize(caller, op, request)
     if hirag.metrics is None:
         return await fast(hirag, request)
     with hirag.metrics.operation(op.name):
@@ -117,7 +121,7 @@ def _endpoint(
                 raise RequestValidationError(
                     [{**e, "loc": (_origin(str(e["loc"][0])), *e["loc"])} for e in exc.errors()]
                 ) from None
-        result = await run(hirag, op, call)
+        result = await run(hirag, op, call, caller_of(request))
         return json_response(result, op.status)
 
     def _origin(field: str) -> str:

@@ -13,10 +13,11 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from hirag_oz.api.deps import hirag_of
+from hirag_oz.api.deps import caller_of, hirag_of
 from hirag_oz.api.routes import ERROR_RESPONSES, json_response, run
 from hirag_oz.errors import UnsupportedMediaTypeError, ValidationError
 from hirag_oz.handlers.documents import job_out
+from hirag_oz.kernel.scope import Caller, needed_role
 from hirag_oz.vision.jobs import Job
 from hirag_oz.vision.service import VisionService
 from hirag_oz_client import catalogue as ops
@@ -63,25 +64,27 @@ async def index_document(request: Request) -> Response:
     """Queue a document for indexing: JSON `{doc_url, ...}` or a multipart upload (`file`).
     Answers 202 with the job; poll `GET /api/v1/vision/index/jobs/{job_id}`."""
     hirag = hirag_of(request)
+    caller = caller_of(request)
     media = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
     if media == "multipart/form-data":
+        caller.require(needed_role(INDEX), INDEX.name)
         metrics = hirag.metrics
         if metrics is None:
-            job = await _submit_upload(request, hirag.documents)
+            job = await _submit_upload(request, hirag.documents, caller)
         else:
             with metrics.operation(INDEX.name):
-                job = await _submit_upload(request, hirag.documents)
+                job = await _submit_upload(request, hirag.documents, caller)
         return json_response(job_out(job), INDEX.status)
     if media == "application/json":
         body = _parse(IndexDocumentRequest, await request.body())
-        return json_response(await run(hirag, INDEX, body), INDEX.status)
+        return json_response(await run(hirag, INDEX, body, caller), INDEX.status)
     raise UnsupportedMediaTypeError(
         "send JSON (application/json) or an upload (multipart/form-data)",
         {"content_type": media or None},
     )
 
 
-async def _submit_upload(request: Request, vision: VisionService) -> Job:
+async def _submit_upload(request: Request, vision: VisionService, caller: Caller) -> Job:
     async with request.form(max_files=1, max_fields=len(_UPLOAD_FIELDS)) as form:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
@@ -94,12 +97,13 @@ async def _submit_upload(request: Request, vision: VisionService) -> Job:
         if force not in ("true", "false", "1", "0"):
             raise ValidationError("force_reindex must be true or false", {"field": "force_reindex"})
         agent = form.get("agent_id")
+        agent_id = caller.agent(agent if isinstance(agent, str) else None)
         data = await upload.read()
         return await run_in_threadpool(
             vision.submit_upload,
             data,
             upload.filename or "upload",
-            agent_id=agent if isinstance(agent, str) else None,
+            agent_id=agent_id,
             metadata=metadata,
             force_reindex=force in ("true", "1"),
         )

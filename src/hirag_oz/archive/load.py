@@ -23,9 +23,9 @@ from typing import IO, TYPE_CHECKING, Any
 from hirag_oz.archive import dump
 from hirag_oz.archive.export import open_service
 from hirag_oz.errors import HiragError, ValidationError
+from hirag_oz.kernel.files import remove_partial_writes, write_atomic
 from hirag_oz.store.base import PointRecord, SparseVec, StoredPoint
 from hirag_oz.store.sparse import Bm25Encoder
-from hirag_oz.vision.jobs import remove_partial_writes, write_atomic
 
 if TYPE_CHECKING:
     from hirag_oz.service import Hirag

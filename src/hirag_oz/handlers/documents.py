@@ -41,7 +41,7 @@ def index_document(hirag: Hirag, request: m.IndexDocumentRequest) -> m.JobOut:
 
 
 def get_job(hirag: Hirag, request: m.GetJobRequest) -> m.JobOut:
-    return job_out(hirag.documents.job(request.job_id))
+    return job_out(hirag.documents.job(request.job_id, request.agent_id))
 
 
 def search_regions(hirag: Hirag, request: m.SearchRegionsRequest) -> m.SearchRegionsResponse:

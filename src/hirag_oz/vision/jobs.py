@@ -7,9 +7,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import os
 import re
-import tempfile
 import threading
 import time
 import uuid
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hirag_oz.errors import HiragError, NotFoundError, RateLimitedError, ValidationError
+from hirag_oz.kernel.files import write_atomic
 from hirag_oz.store.gate import WriteGate
 from hirag_oz.vision.models import JobStatus
 
@@ -73,33 +72,6 @@ def check_job_id(job_id: str) -> str:
     if not _JOB_ID.match(job_id):
         raise NotFoundError("no such job", {"job_id": job_id[:80]})
     return job_id
-
-
-_TMP_PREFIX = ".tmp-"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` in one step: a reader, or a process started after a
-    crash, finds the old content or the new, never part of it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def remove_partial_writes(folder: Path) -> int:
-    """Delete what `write_atomic` left in `folder` when a crash stopped it; returns how many."""
-    removed = 0
-    for leftover in folder.glob(f"{_TMP_PREFIX}*.tmp"):
-        leftover.unlink(missing_ok=True)
-        removed += 1
-    return removed
 
 
 class JobStore:

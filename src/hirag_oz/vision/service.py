@@ -29,6 +29,7 @@ from hirag_oz.errors import (
     error_class,
 )
 from hirag_oz.kernel.disk import DiskGuard, is_disk_full
+from hirag_oz.kernel.files import remove_partial_writes, write_atomic
 from hirag_oz.kernel.fusion import fuse_hybrid
 from hirag_oz.kernel.ids import check_agent_id, is_uuid
 from hirag_oz.kernel.sparse_setup import open_hybrid_collections
@@ -54,9 +55,7 @@ from hirag_oz.vision.jobs import (
     JobStore,
     check_job_id,
     new_job_id,
-    remove_partial_writes,
     run_job,
-    write_atomic,
 )
 from hirag_oz.vision.models import (
     FIDELITIES,
@@ -326,8 +325,12 @@ class VisionService:
             self._finished(job)
         return job
 
-    def job(self, job_id: str) -> Job:
-        return self.jobs.load(check_job_id(job_id))
+    def job(self, job_id: str, agent_id: str | None = None) -> Job:
+        """The job `job_id` (of `agent_id` when given: another agent's is not found)."""
+        job = self.jobs.load(check_job_id(job_id))
+        if agent_id is not None and job.agent_id != check_agent_id(agent_id):
+            raise NotFoundError("no such job", {"job_id": job_id})
+        return job
 
     def _new_job(
         self,
