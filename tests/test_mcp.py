@@ -370,3 +370,60 @@ def test_http_refuses_non_loopback(tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert "no authentication" in str(result.exception)
+
+
+async def test_streamable_http_with_keys(tmp_path: Path) -> None:
+    from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
+
+    from hirag_oz.keys import KeyStore
+
+    keys = KeyStore(tmp_path / "data" / "keys.json")
+    _, reader = keys.create("read", name="reader")
+    _, bot = keys.create("write", ["bot"], name="bot")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+
+    def connect(key: str) -> Client:
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"})
+        return Client(streamable_http_client(url, http_client=http))
+
+    with (tmp_path / "server.log").open("w") as log:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                *_command(tmp_path / "data", "--transport", "http", "--port", str(port)),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=_env(HIRAG_API_KEYS="mcp-admin-key"),
+        )
+        try:
+            await anyio.to_thread.run_sync(wait_for_port, port, 60.0)
+            # No key, or a wrong one: the endpoint answers 401 in the envelope.
+            import httpx
+
+            for headers in ({}, {"Authorization": "Bearer wrong"}):
+                refused = httpx.post(url, json={}, headers=headers)
+                assert refused.status_code == 401 and refused.json()["code"] == "UNAUTHORIZED"
+            async with connect(bot) as mcp:
+                # The bot's key is limited to agent "bot": what it stores is the bot's.
+                stored = ok(await mcp.call_tool("store_context", {"text": "The bot's note"}))
+                other = error(
+                    await mcp.call_tool("store_context", {"text": "x", "agent_id": "someone"})
+                )
+                assert other["code"] == "FORBIDDEN"
+                cleared = error(await mcp.call_tool("clear_contexts", {"level": "ShortTerm"}))
+                assert cleared["code"] == "FORBIDDEN"
+            async with connect(reader) as mcp:
+                got = ok(await mcp.call_tool("get_context", {"context_id": stored["id"]}))
+                assert got["agent_id"] == "bot"
+                write = error(await mcp.call_tool("store_context", {"text": "not allowed"}))
+                assert write["code"] == "FORBIDDEN"
+            async with connect("mcp-admin-key") as mcp:
+                listed = await mcp.list_tools()
+                assert {t.name for t in listed.tools} == set(TOOLS)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.communicate(timeout=30)
+    assert server.returncode == 0, (tmp_path / "server.log").read_text()

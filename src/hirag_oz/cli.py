@@ -247,15 +247,21 @@ def mcp_command(
     on stdio, stdout carries only the protocol."""
     if config is not None:
         ctx.obj["config"] = config
+    settings = _settings(ctx, data_dir=data_dir)
     if transport == "http" and not is_loopback(host):
-        # The MCP endpoint has no authentication (and index_document reads local files).
-        raise ConfigurationError(
-            f"refusing to serve MCP on {host}: it has no authentication; bind to 127.0.0.1"
-        )
+        from hirag_oz.keys import key_store
+
+        if not key_store(settings).configured():
+            # Without keys the endpoint has no authentication (and index_document reads
+            # local files).
+            raise ConfigurationError(
+                f"refusing to serve MCP on {host} with no authentication: make a key "
+                "(hirag-oz keys create) or set HIRAG_API_KEYS, or bind to 127.0.0.1"
+            )
     from hirag_oz.mcp_server import serve_mcp
 
     serve_mcp(
-        _settings(ctx, data_dir=data_dir),
+        settings,
         "http" if transport == "http" else "stdio",
         host,
         port,

@@ -39,6 +39,8 @@ from mcp.types import CallToolResult, TextContent, Tool, ToolAnnotations
 from hirag_oz.config import Settings
 from hirag_oz.errors import ConfigurationError, HiragError, InternalError, NotFoundError, wire
 from hirag_oz.handlers.documents import PROGRESS
+from hirag_oz.kernel.scope import TRUSTED, Caller
+from hirag_oz.keys import KeyStore, key_store
 from hirag_oz.service import Hirag
 from hirag_oz.vision.jobs import Job
 from hirag_oz_client._client import schema_error
@@ -131,7 +133,9 @@ class _HiragMCPServer(MCPServer[Any]):
         request: pydantic.BaseModel,
         context: Context[Any, Any] | None,
     ) -> pydantic.BaseModel:
-        call: Callable[[], pydantic.BaseModel] = functools.partial(self.hirag.call, op, request)
+        call: Callable[[], pydantic.BaseModel] = functools.partial(
+            self.hirag.call, op, request, caller_of(context)
+        )
         if context is not None and op.name == "index_document":
 
             def progress(job: Job) -> None:
@@ -148,6 +152,19 @@ class _HiragMCPServer(MCPServer[Any]):
 
             return await anyio.to_thread.run_sync(indexed)
         return await anyio.to_thread.run_sync(call)
+
+
+def caller_of(context: Context[Any, Any] | None) -> Caller:
+    """The caller of an MCP request over HTTP (its key's, put there by the auth middleware);
+    on stdio, and over HTTP without keys, the machine's own user."""
+    try:
+        request = context.request_context.request if context is not None else None
+    except ValueError:  # outside a request
+        request = None
+    scope = getattr(request, "scope", None)
+    state = scope.get("state", {}) if isinstance(scope, dict) else {}
+    found = state.get("caller") if isinstance(state, dict) else None
+    return found if isinstance(found, Caller) else TRUSTED
 
 
 def build_mcp_server(hirag: Hirag, *, name: str = "hirag-oz") -> MCPServer[Any]:
@@ -189,7 +206,9 @@ def serve_mcp(
 
     configure_logging(settings.logging.level, settings.logging.format)
     # Index jobs left unfinished by a server are the HTTP service's to resume.
-    hirag = Hirag(settings)
+    # Over HTTP, as on the HTTP service, documents come only from `[vision] allowed_paths`:
+    # the caller may be on another machine.
+    hirag = Hirag(settings, local_files=transport == "stdio")
     interrupted = False
     try:
         with stdout_to_stderr():
@@ -207,7 +226,7 @@ def serve_mcp(
             interrupted = _serve_stdio(server)
         else:
             with stdout_to_stderr():
-                _serve_http(server, host, port)
+                _serve_http(server, host, port, key_store(settings))
     finally:
         hirag.close()
     if interrupted:
@@ -238,10 +257,13 @@ def _serve_stdio(server: MCPServer[Any]) -> bool:
     return False
 
 
-def _serve_http(server: MCPServer[Any], host: str, port: int) -> None:
+def _serve_http(server: MCPServer[Any], host: str, port: int, keys: KeyStore) -> None:
     import uvicorn
 
-    app = server.streamable_http_app(host=host)
+    from hirag_oz.api.middleware import AuthMiddleware
+
+    # With keys in force, /mcp needs one, and each tool call runs as its key's caller.
+    app = AuthMiddleware(server.streamable_http_app(host=host), keys, None, prefix="/mcp")
     web = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
     )

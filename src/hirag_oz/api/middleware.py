@@ -109,16 +109,25 @@ class ObserveMiddleware:
 
 
 class AuthMiddleware:
-    """`Authorization: Bearer <key>` on `/api/` while any key is in force; the key's caller
-    (tenant, role, agents) goes to the request's state for the operation's check."""
+    """`Authorization: Bearer <key>` on `prefix` (`/api/`; the MCP endpoint's `/mcp`) while
+    any key is in force; the key's caller (tenant, role, agents) goes to the request's state
+    for the operation's check."""
 
-    def __init__(self, app: ASGIApp, keys: KeyStore, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: KeyStore,
+        metrics: Metrics | None,
+        prefix: str = PROTECTED_PREFIX,
+    ) -> None:
         self.app = app
         self.keys = keys
         self.metrics = metrics
+        self.prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not _protected(scope) or not self.keys.configured():
+        protected = scope["type"] == "http" and str(scope["path"]).startswith(self.prefix)
+        if not protected or not self.keys.configured():
             await self.app(scope, receive, send)
             return
         header = _header(scope, b"authorization") or ""
@@ -137,7 +146,8 @@ class AuthMiddleware:
         else:
             reason, message = "invalid", "the API key is not valid"
             challenge = b'Bearer realm="hirag-oz", error="invalid_token"'
-        self.metrics.auth_failures.labels(reason).inc()
+        if self.metrics is not None:
+            self.metrics.auth_failures.labels(reason).inc()
         await _reject(
             scope, receive, send, AuthenticationError(message), [(b"www-authenticate", challenge)]
         )
