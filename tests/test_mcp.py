@@ -319,19 +319,21 @@ async def test_stdio_documents(tmp_path: Path) -> None:
             assert bad["code"] == "VALIDATION_ERROR"
 
 
+def _http_server(data_dir: Path, port: int, log: IO[str], **env: str) -> subprocess.Popen[bytes]:
+    """`hirag-oz mcp --transport http` on `port`, its logs to `log`."""
+    return subprocess.Popen(
+        [sys.executable, *_command(data_dir, "--transport", "http", "--port", str(port))],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        env=_env(**env),
+    )
+
+
 async def test_streamable_http(tmp_path: Path) -> None:
     port = free_port()
     with (tmp_path / "server.log").open("w") as log:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                *_command(tmp_path / "data", "--transport", "http", "--port", str(port)),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            env=_env(),
-        )
+        server = _http_server(tmp_path / "data", port, log)
         try:
             await anyio.to_thread.run_sync(wait_for_port, port, 60.0)
             async with Client(f"http://127.0.0.1:{port}/mcp") as mcp:
@@ -388,16 +390,7 @@ async def test_streamable_http_with_keys(tmp_path: Path) -> None:
         return Client(streamable_http_client(url, http_client=http))
 
     with (tmp_path / "server.log").open("w") as log:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                *_command(tmp_path / "data", "--transport", "http", "--port", str(port)),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            env=_env(HIRAG_API_KEYS="mcp-admin-key"),
-        )
+        server = _http_server(tmp_path / "data", port, log, HIRAG_API_KEYS="mcp-admin-key")
         try:
             await anyio.to_thread.run_sync(wait_for_port, port, 60.0)
             # No key, or a wrong one: the endpoint answers 401 in the envelope.
