@@ -467,11 +467,16 @@ def test_over_http_export_import_and_backups(
     dumped = tmp_path / "dump.jsonl"
     export(filled, dumped)
     auth = {"Authorization": f"Bearer {KEY}"}
+    # A dump an earlier server was receiving when it stopped: removed at start.
+    stale = tmp_path / "served" / "imports" / ".upload-0123.jsonl"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a dump")
     app = create_app(
         keyed_settings(tmp_path / "served", KEY, facts={"functional_predicates": ["lives_in"]}),
         model=model,
     )
     with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=120) as http:
+        assert not stale.exists()
         assert http.post("/api/v1/import", content=dumped.read_bytes()).status_code == 401
         for body in (b'{"not": "a dump"}\n', b"\x1f\x8b not gzip at all", b"[" * 100_000):
             refused = http.post("/api/v1/import", content=body, headers=auth)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -13,7 +14,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from hirag_oz import __version__
-from hirag_oz.api.archive import IMPORT_PATH
+from hirag_oz.api.archive import IMPORT_PATH, remove_stale_uploads
 from hirag_oz.api.archive import router as archive_router
 from hirag_oz.api.errors import install_error_handlers
 from hirag_oz.api.keys import router as keys_router
@@ -75,6 +76,7 @@ def create_app(
         try:
             # Everything is built now: a bad setting fails at start-up, not on a request.
             await run_in_threadpool(hirag.open_all)
+            remove_stale_uploads(Path(settings.server.data_dir))
         except BaseException:
             await run_in_threadpool(hirag.close)
             raise

@@ -93,6 +93,15 @@ async def import_data(request: Request) -> JSONResponse:
     return JSONResponse(report.to_dict())
 
 
+def remove_stale_uploads(data_dir: Path) -> int:
+    """Dumps an earlier server was receiving when it stopped: at start, none is in use."""
+    removed = 0
+    for spool in (data_dir / "imports").glob(".upload-*.jsonl"):
+        spool.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 def _whole_service(request: Request, what: str) -> None:
     caller = caller_of(request)
     caller.require("admin", what)
