@@ -11,7 +11,7 @@ PORT ?= 8081
 # Extra arguments of bench/report.py for `make bench`, e.g. --quick.
 BENCH_ARGS ?=
 
-.PHONY: install install-dev ocr-engine test-services bench-ocr serve test lint typecheck bench bench-store bench-http bench-recall bench-build bench-facts bench-sessions bench-data clean
+.PHONY: install install-dev ocr-engine test-services bench-ocr serve test lint typecheck bench bench-store bench-http bench-recall bench-build bench-facts bench-sessions bench-data bench-tenancy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -87,6 +87,9 @@ bench-facts: install-dev
 
 bench-data: install-dev
 	$(BIN)/python bench/archive.py
+
+bench-tenancy: install-dev
+	$(BIN)/python bench/tenancy.py
 
 bench-ocr: install-dev ocr-engine
 	$(BIN)/python bench/ocr_fidelity.py

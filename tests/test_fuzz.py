@@ -16,9 +16,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from hirag_oz.api.app import create_app
 from hirag_oz.config import Settings
 from hirag_oz.embeddings.onnx import OnnxMiniLMEmbedder
+from hirag_oz.keys import KeyStore
 from tests.conftest import ServerThread
-
-KEY = "fuzz-key"
 
 
 @schemathesis.serializer("application/x-ndjson")
@@ -33,11 +32,15 @@ def fuzz_server(
 ) -> Iterator[ServerThread]:
     data: Path = tmp_path_factory.mktemp("fuzz")
     settings = Settings(  # type: ignore[arg-type]
-        server={"data_dir": data, "api_keys": [KEY]},
+        server={"data_dir": data, "api_keys": ["fuzz-default-tenant-key"]},
         hirag={"maintenance_enabled": False},
         rate_limit={"requests_per_minute": 1_000_000},
     )
+    # The fuzzer's key is an admin key of a tenant of its own: every route, through the
+    # tenant's view of the service.
+    _, key = KeyStore(data / "keys.json").create("admin", name="fuzzer", tenant="fuzz")
     with ServerThread(create_app(settings, model=model)) as server:
+        server.key = key  # type: ignore[attr-defined]
         yield server
 
 
@@ -62,7 +65,7 @@ def test_no_server_errors_and_one_error_shape(fuzz_server: ServerThread) -> None
         )
         def check(case: schemathesis.Case) -> None:
             response = case.call_and_validate(
-                headers={"Authorization": f"Bearer {KEY}"},
+                headers={"Authorization": f"Bearer {fuzz_server.key}"},  # type: ignore[attr-defined]
                 # Some rules cannot be said in JSON Schema (metadata size and depth, the
                 # timestamp range, filter shapes); the service answers them with 422.
                 excluded_checks=[positive_data_acceptance],

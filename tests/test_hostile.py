@@ -31,12 +31,14 @@ from PIL import Image
 from hirag_oz.api.app import create_app
 from hirag_oz.embeddings.onnx import OnnxMiniLMEmbedder
 from hirag_oz.errors import ValidationError
+from hirag_oz.keys import KeyStore
 from hirag_oz.memory.levels import Level
 from hirag_oz.tokens import TokenCounter
 from tests.conftest import ServerThread, keyed_settings, wait_for_port
 from tests.test_cli import _serve
 
 KEY = "hostile-" + uuid.uuid4().hex
+TENANT_KEY = [""]  # made by the `target` fixture, in its data directory
 AGENT = "hostile-agent"
 SEED_AGENT = "seed-agent"
 VICTIM_AGENT = "victim-agent"
@@ -522,6 +524,9 @@ def target(model: OnnxMiniLMEmbedder, tmp_path_factory: pytest.TempPathFactory) 
         server={"max_body_size_mb": 1},
         vision={"allowed_paths": [docs], "max_pending_jobs": 1000},
     )
+    # The attacks come with an admin key of a tenant of their own (KEY, the default tenant's
+    # admin key, stays configured for the tests of keys below).
+    TENANT_KEY[0] = KeyStore(root / "data" / "keys.json").create("admin", tenant="attack")[1]
     with ServerThread(create_app(settings, model=model)) as server:
         yield Target(server.url, docs, read_operations(server.url))
 
@@ -529,7 +534,7 @@ def target(model: OnnxMiniLMEmbedder, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="module")
 def probe(target: Target) -> Iterator[Probe]:
     with httpx.Client(
-        base_url=target.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120
+        base_url=target.url, headers={"Authorization": f"Bearer {TENANT_KEY[0]}"}, timeout=120
     ) as http:
         yield Probe(http)
 

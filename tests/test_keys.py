@@ -302,3 +302,130 @@ def test_admin_keys_manage_keys_over_http_and_are_audited(
         key not in r.getMessage() and key not in json.dumps(r.__dict__, default=str)
         for r in caplog.records
     )
+
+
+def _tenant_state(hirag: Hirag, tenant: str) -> dict[str, Any]:
+    return _state(hirag.tenant(tenant))
+
+
+def test_another_tenants_keys_never_reach_this_tenants_data(
+    served: tuple[ServerThread, Hirag, Path], tmp_path: Path
+) -> None:
+    server, hirag, documents = served
+    keys = KeyStore(tmp_path / "data" / "keys.json")
+    _, acme_key = keys.create("write", name="acme app", tenant="acme")
+    _, acme_admin_key = keys.create("admin", name="acme admin", tenant="acme")
+    time.sleep(1.2)
+    with Client(server.url, api_key=ADMIN) as admin:
+        requests = _requests(admin, documents)
+        # (A region's id is derived from its agent, document and place: acme indexing the
+        # same document as its own agent "owner" gets the same ids, in its own collection.)
+        owner_ids = [
+            requests["get_context"]["context_id"],
+            requests["get_fact"]["fact_id"],
+            requests["get_job"]["job_id"],
+        ]
+    before = _state(hirag)
+    not_found = 0
+    with (
+        Client(server.url, api_key=acme_key) as acme,
+        Client(server.url, api_key=acme_admin_key) as acme_admin,
+    ):
+        for op in OPERATIONS:
+            client = acme_admin if needed_role(op) == "admin" else acme
+            fields = requests[op.name]
+            try:
+                result = client.call(op, build_request(op, **fields))
+            except HiragError as exc:
+                # The default tenant's ids do not exist for acme; nothing else may fail.
+                assert exc.code == "NOT_FOUND", (op.name, exc)
+                not_found += 1
+                continue
+            dumped = result.model_dump_json()
+            assert not any(i in dumped for i in owner_ids), op.name
+            assert "payments team owns billing" not in dumped.lower(), op.name
+        # Agent ids are per tenant: acme's "owner" is not the default tenant's.
+        mine = acme.store_context(text="acme's own note", agent_id=OWNER)
+        with Client(server.url, api_key=ADMIN) as admin, pytest.raises(HiragError) as missing:
+            admin.get_context(context_id=mine.id, agent_id=OWNER)
+        assert missing.value.code == "NOT_FOUND"
+        # Export, key lists and revocations stay within the tenant.
+        with httpx.stream(
+            "GET",
+            server.url + "/api/v1/export",
+            headers={"Authorization": f"Bearer {acme_admin_key}"},
+        ) as r:
+            lines = [json.loads(line) for line in r.iter_lines() if line]
+        points = [line for line in lines if line["type"] == "point"]
+        assert points and not any(p["id"] in owner_ids for p in points)
+        acme_keys = httpx.get(
+            server.url + "/api/v1/keys", headers={"Authorization": f"Bearer {acme_admin_key}"}
+        ).json()["keys"]
+        assert {k["tenant"] for k in acme_keys} == {"acme"} and len(acme_keys) == 2
+        default_key = keys.create("read", name="default reader")[0]
+        refused = httpx.delete(
+            server.url + f"/api/v1/keys/{default_key.id}",
+            headers={"Authorization": f"Bearer {acme_admin_key}"},
+        )
+        assert refused.status_code == 404
+    # get_context, get_fact, get_job, get_session, list_messages, delete_*, update_*, ...: the
+    # default tenant's ids are not found under acme.
+    assert not_found >= 5
+    assert _state(hirag) == before  # the default tenant's data, untouched
+    acme_state = _tenant_state(hirag, "acme")
+    assert "contexts-t-acme_shortterm" in acme_state  # acme's writes went to its collections
+    assert any(points for name, points in acme_state.items() if name != "files")
+
+
+def test_a_tenants_quota_refuses_what_adds_items(model: OnnxMiniLMEmbedder, tmp_path: Path) -> None:
+    settings = Settings(  # type: ignore[arg-type]
+        server={"data_dir": tmp_path / "data", "api_keys": [ADMIN], "max_items_per_tenant": 3},
+        hirag={"maintenance_enabled": False},
+        rate_limit={"enabled": False},
+    )
+    _, key = KeyStore(tmp_path / "data" / "keys.json").create("write", tenant="small")
+    app = create_app(settings, model=model)
+    with ServerThread(app) as server, Client(server.url, api_key=key) as small:
+        ids = [small.store_context(text=f"note {i}").id for i in range(3)]
+        for call in (
+            lambda: small.store_context(text="one too many"),
+            lambda: small.store_contexts(items=[{"text": "a"}, {"text": "b"}]),
+            lambda: small.add_fact(subject="a", predicate="b", object="c", confidence=0.9),
+        ):
+            with pytest.raises(HiragError) as full:
+                call()
+            assert full.value.code == "INSUFFICIENT_STORAGE" and "quota" in full.value.message
+        small.delete_context(context_id=ids[0])
+        assert small.store_context(text="room again").id
+        # Another tenant has a quota of its own.
+        with Client(server.url, api_key=ADMIN) as admin:
+            assert admin.store_context(text="the default tenant's").id
+
+
+def test_tenants_persist_and_open_with_the_service(
+    model: OnnxMiniLMEmbedder, tmp_path: Path
+) -> None:
+    settings = Settings(  # type: ignore[arg-type]
+        server={"data_dir": tmp_path / "data"}, hirag={"maintenance_enabled": False}
+    )
+    acme = KeyStore(tmp_path / "k.json").create("write", tenant="acme")[0].caller()
+    with Hirag(settings, model=model) as hirag:
+        stored = hirag.call(
+            BY_NAME["store_context"],
+            build_request(BY_NAME["store_context"], text="acme remembers this", agent_id="a"),
+            acme,
+        )
+        assert hirag.known_tenants() == ["acme"]
+        with pytest.raises(HiragError):  # not the default tenant's
+            hirag.get_context(context_id=stored.id)
+    with Hirag(settings, model=model) as again:
+        again.open_all()  # as a server starts: the known tenants' parts too
+        assert again.tenant("acme").built("contexts")
+        got = again.call(
+            BY_NAME["get_context"],
+            build_request(BY_NAME["get_context"], context_id=stored.id),
+            acme,
+        )
+        assert got.text == "acme remembers this"
+    with pytest.raises(HiragError):
+        Hirag(settings, model=model).tenant("Not A Tenant!")

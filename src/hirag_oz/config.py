@@ -41,6 +41,9 @@ class ServerSettings(_Section):
     port: int = Field(8081, ge=1, le=65535)
     data_dir: Path = Path("./data")
     max_body_size_mb: int = Field(10, ge=1, le=1024)
+    max_items_per_tenant: int | None = Field(None, ge=1)
+    """Stored items (contexts, facts, regions, session records) a tenant may hold; past it,
+    what adds items is refused with 507 INSUFFICIENT_STORAGE. None: no quota."""
     max_import_mb: int = Field(4096, ge=1, le=1_048_576)
     """The largest dump `POST /api/v1/import` takes (stored to disk as it arrives)."""
     api_keys: list[SecretStr] = Field(default_factory=list)

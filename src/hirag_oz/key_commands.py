@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from hirag_oz.config import Settings
-from hirag_oz.kernel.scope import ROLES
+from hirag_oz.kernel.scope import DEFAULT_TENANT, ROLES, check_tenant
 
 SettingsOf = Callable[[click.Context, Path | None], Settings]
 
@@ -36,13 +36,29 @@ def add_key_commands(cli: click.Group, settings_of: SettingsOf) -> None:
     @click.option("--role", type=click.Choice(ROLES), required=True)
     @click.option("--agent", "agents", multiple=True, help="Limit the key to this agent (repeat).")
     @click.option("--name", default="", help="What the key is for (shown in lists).")
+    @click.option(
+        "--tenant",
+        default=DEFAULT_TENANT,
+        show_default=True,
+        help="The tenant the key belongs to (a new name makes a new tenant).",
+    )
     @click.pass_context
     def create(
-        ctx: click.Context, data_dir: Path | None, role: str, agents: tuple[str, ...], name: str
+        ctx: click.Context,
+        data_dir: Path | None,
+        role: str,
+        agents: tuple[str, ...],
+        name: str,
+        tenant: str,
     ) -> None:
         """Make a key and print it, once: only its hash is kept."""
         store = key_store(settings_of(ctx, data_dir))
-        made, secret = store.create(role, list(agents) or None, name)  # type: ignore[arg-type]
+        made, secret = store.create(
+            role,  # type: ignore[arg-type]
+            list(agents) or None,
+            name,
+            tenant=check_tenant(tenant),
+        )
         click.echo(json.dumps({"key": secret, **made.public()}, indent=2))
 
     @keys.command("list")

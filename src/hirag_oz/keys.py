@@ -31,7 +31,7 @@ from hirag_oz.config import Settings
 from hirag_oz.errors import NotFoundError, ValidationError
 from hirag_oz.kernel.files import write_atomic
 from hirag_oz.kernel.ids import check_agent_id
-from hirag_oz.kernel.scope import DEFAULT_TENANT, ROLES, Caller, Role
+from hirag_oz.kernel.scope import DEFAULT_TENANT, ROLES, Caller, Role, check_tenant
 
 audit = logging.getLogger("hirag_oz.audit")
 
@@ -159,6 +159,7 @@ class KeyStore:
         by: str = "cli",
     ) -> tuple[ApiKey, str]:
         """A new key and its secret form, which is not kept: show it to its user once."""
+        check_tenant(tenant)
         if role not in ROLES:
             raise ValidationError(f"role must be one of {', '.join(ROLES)}", {"field": "role"})
         chosen = sorted({check_agent_id(a) for a in agents}) if agents is not None else None

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel
 
 from hirag_oz.config import Settings, load_settings
-from hirag_oz.errors import NotFoundError
+from hirag_oz.errors import InsufficientStorageError, NotFoundError
 from hirag_oz.factory import (
     build_model,
     build_ocr_engine,
@@ -30,7 +30,17 @@ from hirag_oz.factory import (
     build_summarizer,
 )
 from hirag_oz.kernel.disk import DiskGuard
-from hirag_oz.kernel.scope import AUDITED, TRUSTED, Caller, audit_call, authorize
+from hirag_oz.kernel.scope import (
+    ADDING,
+    AUDITED,
+    DEFAULT_TENANT,
+    TENANT_NAME,
+    TRUSTED,
+    Caller,
+    audit_call,
+    authorize,
+    check_tenant,
+)
 from hirag_oz.resilience import CircuitBreaker
 from hirag_oz.store.format import DataFormat
 from hirag_oz.store.gate import GatedStore, WriteGate
@@ -98,6 +108,9 @@ class Hirag(Operations):
         self._format: DataFormat | None = None  # read when the store opens
         # What the embedded store and the documents check before they write; health reports it.
         self.disk = DiskGuard(Path(settings.server.data_dir), settings.server.min_free_disk_mb)
+        self.tenant_name = DEFAULT_TENANT
+        self._parent: Hirag | None = None  # the service whose store a tenant's view shares
+        self._tenants: dict[str, Hirag] = {}
         # Every write to the store and the files beside it; a backup closes it for its copy.
         self.gate = WriteGate()
 
@@ -120,6 +133,8 @@ class Hirag(Operations):
     @property
     def tokens(self) -> TokenCounterInfo:
         """The token counter (tiktoken cl100k_base, or the word estimate if it failed)."""
+        if self._parent is not None:
+            return self._parent.tokens
 
         def build() -> TokenCounterInfo:
             from hirag_oz.tokens import load_token_counter
@@ -132,6 +147,15 @@ class Hirag(Operations):
     @property
     def store(self) -> VectorStore:
         """The vector store every capability keeps its collections in."""
+        parent = self._parent
+        if parent is not None:
+
+            def borrow() -> VectorStore:
+                store = parent.store
+                self._format = DataFormat(store, self.settings.vector_db.collection_prefix)
+                return store
+
+            return self._part("borrowed_store", borrow)
 
         def build() -> VectorStore:
             store: VectorStore = self._given_store or build_store(self.settings, self.disk)
@@ -158,6 +182,8 @@ class Hirag(Operations):
     @property
     def model(self) -> CoalescingEmbedder:
         """The embedding model under the cache: a call to it reaches the model."""
+        if self._parent is not None:
+            return self._parent.model
 
         def build() -> CoalescingEmbedder:
             from hirag_oz.embeddings.batching import CoalescingEmbedder
@@ -179,6 +205,8 @@ class Hirag(Operations):
     @property
     def cache(self) -> CachedEmbedder | None:
         """The embedding cache, when `[embedding] cache_enabled`."""
+        if self._parent is not None:
+            return self._parent.cache
 
         def build() -> CachedEmbedder | bool:
             from hirag_oz.embeddings.cache import CachedEmbedder
@@ -213,6 +241,7 @@ class Hirag(Operations):
                 distance=self.settings.vector_db.distance,
                 clock=self._clock,
                 data_format=self._format,
+                owns_backend=self._parent is None,
             )
             if self.serving and self.settings.hirag.maintenance_enabled:
                 memory.start_maintenance()
@@ -348,9 +377,64 @@ class Hirag(Operations):
         return self._part("health", build)
 
     def open_all(self) -> None:
-        """Build every capability now (a server does, so its first requests do not wait)."""
+        """Build every capability now (a server does, so its first requests do not wait),
+        and every known tenant's: their background maintenance and unfinished index jobs
+        run from the start, as the default tenant's do."""
         for name in ("contexts", "prompts", "facts", "documents", "sessions", "health_checker"):
-            getattr(self, name)
+            if self._parent is None or name != "health_checker":
+                getattr(self, name)
+        if self._parent is None:
+            for name in self.known_tenants():
+                self.tenant(name).open_all()
+
+    def known_tenants(self) -> list[str]:
+        """The tenants with a folder under `<data_dir>/tenants` (made with their view)."""
+        folder = Path(self.settings.server.data_dir) / "tenants"
+        if not folder.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in folder.iterdir()
+            if p.is_dir() and TENANT_NAME.match(p.name) and p.name != DEFAULT_TENANT
+        )
+
+    # --------------------------------------------------------------------------- tenants
+    def tenant(self, name: str) -> Hirag:
+        """The service as tenant `name` has it: collections of its own
+        (`<prefix>-t-<name>_*`), files of its own (`<data_dir>/tenants/<name>`), and this
+        service's store, model and write gate. The default tenant is this service itself,
+        so data stored before tenants existed is the default tenant's."""
+        if name == DEFAULT_TENANT or self._parent is not None:
+            return self
+        found = self._tenants.get(name)
+        if found is not None:
+            return found
+        check_tenant(name)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this Hirag is closed")
+            if name not in self._tenants:
+                self._tenants[name] = self._tenant_view(name)
+            return self._tenants[name]
+
+    def _tenant_view(self, name: str) -> Hirag:
+        db, server = self.settings.vector_db, self.settings.server
+        prefix = f"{db.collection_prefix}-t-{name}"
+        settings = self.settings.model_copy(
+            update={
+                "vector_db": db.model_copy(update={"collection_prefix": prefix}),
+                "server": server.model_copy(
+                    update={"data_dir": Path(server.data_dir) / "tenants" / name}
+                ),
+            }
+        )
+        view = Hirag(
+            settings, clock=self._clock, serving=self.serving, local_files=self.local_files
+        )
+        Path(settings.server.data_dir).mkdir(parents=True, exist_ok=True)
+        view._parent, view.tenant_name = self, name
+        view.gate, view.disk, view.breakers = self.gate, self.disk, self.breakers
+        return view
 
     # ------------------------------------------------------------------------ operations
     def call(self, op: Operation[Any, Any, R], request: BaseModel, caller: Caller = TRUSTED) -> R:
@@ -361,14 +445,39 @@ class Hirag(Operations):
         if handler is None:
             raise NotFoundError(f"unknown operation {op.name!r}", {"operation": op.name})
         request = authorize(caller, op, request)
+        target = self.tenant(caller.tenant)
+        if op.name in ADDING:
+            target.check_quota()
         if self.metrics is None:
-            result: R = handler(self, request)  # type: ignore[assignment]
+            result: R = handler(target, request)  # type: ignore[assignment]
         else:
             with self.metrics.operation(op.name):
-                result = handler(self, request)  # type: ignore[assignment]
+                result = handler(target, request)  # type: ignore[assignment]
         if op.name in AUDITED:
             audit_call(caller, op, request)
         return result
+
+    def check_quota(self) -> None:
+        """Refuse what adds items once this tenant holds `[server] max_items_per_tenant`."""
+        quota = self.settings.server.max_items_per_tenant
+        if quota is None:
+            return
+        held = self.items()
+        if held >= quota:
+            raise InsufficientStorageError(
+                f"the tenant holds {held} items, its quota (server.max_items_per_tenant): "
+                "delete some, or raise the quota",
+                {"tenant": self.tenant_name, "items": held, "quota": quota},
+            )
+
+    def items(self) -> int:
+        """Contexts, facts, regions and session records this tenant holds."""
+        from hirag_oz.archive.dump import KINDS, collection
+        from hirag_oz.archive.export import open_service
+
+        open_service(self)
+        prefix = self.settings.vector_db.collection_prefix
+        return sum(self.store.count(collection(prefix, kind)) for kind in KINDS)
 
     # --------------------------------------------------------------------------- closing
     def close(self) -> None:
@@ -378,6 +487,9 @@ class Hirag(Operations):
                 return
             self._closed = True
             built = self._built
+            views = list(self._tenants.values())
+        for view in views:
+            view.close()
         if "health" in built:
             built["health"].close()
         if "sessions" in built:

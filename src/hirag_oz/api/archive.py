@@ -41,9 +41,9 @@ def export_data(
     vectors: bool = Query(True, description="Include the vectors."),
 ) -> StreamingResponse:
     """The dump of everything, or of one agent's data, as JSON Lines."""
-    hirag = hirag_of(request)
     caller = caller_of(request)
     caller.require("admin", "export")
+    hirag = hirag_of(request).tenant(caller.tenant)
     agent = caller.agent(check_agent_id(agent_id) if agent_id is not None else None)
     # The first line is made before the answer starts, so an error is still an envelope.
     lines = exporting.lines(hirag, agent_id=agent, vectors=vectors)
@@ -72,8 +72,7 @@ _DUMP_BODY: dict[str, Any] = {
 @router.post(IMPORT_PATH, openapi_extra=_DUMP_BODY)
 async def import_data(request: Request) -> JSONResponse:
     """Import the dump in the body (ids kept; sending it again resumes or changes nothing)."""
-    _whole_service(request, "import")
-    hirag = hirag_of(request)
+    hirag = _whole_service(request, "import")
     folder = Path(hirag.settings.server.data_dir) / "imports"
     spool = folder / f".upload-{uuid.uuid4().hex}.jsonl"
     try:
@@ -96,19 +95,25 @@ async def import_data(request: Request) -> JSONResponse:
 def remove_stale_uploads(data_dir: Path) -> int:
     """Dumps an earlier server was receiving when it stopped: at start, none is in use."""
     removed = 0
-    for spool in (data_dir / "imports").glob(".upload-*.jsonl"):
+    spools = [
+        *(data_dir / "imports").glob(".upload-*.jsonl"),
+        *data_dir.glob("tenants/*/imports/.upload-*.jsonl"),
+    ]
+    for spool in spools:
         spool.unlink(missing_ok=True)
         removed += 1
     return removed
 
 
-def _whole_service(request: Request, what: str) -> None:
+def _whole_service(request: Request, what: str) -> Hirag:
+    """The caller's tenant's service, for an admin key not limited to agents."""
     caller = caller_of(request)
     caller.require("admin", what)
     if caller.agents is not None:
         raise PermissionDeniedError(
-            f"{what} is the whole service's: not for a key limited to agents", {}
+            f"{what} is the whole tenant's: not for a key limited to agents", {}
         )
+    return hirag_of(request).tenant(caller.tenant)
 
 
 def _prepare(hirag: Hirag, folder: Path) -> None:
@@ -119,14 +124,12 @@ def _prepare(hirag: Hirag, folder: Path) -> None:
 @router.post("/api/v1/backups", status_code=201)
 async def create_backup(request: Request) -> JSONResponse:
     """Back the running service up: writes wait while the dump is written, reads go on."""
-    _whole_service(request, "a backup")
-    made = await run_in_threadpool(backup.create, hirag_of(request))
+    made = await run_in_threadpool(backup.create, _whole_service(request, "a backup"))
     return JSONResponse(made.to_dict(), status_code=201)
 
 
 @router.get("/api/v1/backups")
 async def list_backups(request: Request) -> JSONResponse:
     """The backups, newest first."""
-    _whole_service(request, "the backups")
-    found = await run_in_threadpool(backup.listed, hirag_of(request))
+    found = await run_in_threadpool(backup.listed, _whole_service(request, "the backups"))
     return JSONResponse({"backups": [b.to_dict() for b in found]})

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from hirag_oz.api.deps import caller_of, embed_then, hirag_of, require_json
 from hirag_oz.handlers import contexts
-from hirag_oz.kernel.scope import TRUSTED, Caller, authorize
+from hirag_oz.kernel.scope import ADDING, TRUSTED, Caller, authorize
 from hirag_oz.service import Hirag
 from hirag_oz.store.filters import parse_filter
 from hirag_oz_client import catalogue as ops
@@ -68,6 +68,9 @@ async def run(
         result: BaseModel = await run_in_threadpool(hirag.call, op, request, caller)
         return result
     request = authorize(caller, op, request)
+    hirag = hirag.tenant(caller.tenant)
+    if op.name in ADDING:
+        await run_in_threadpool(hirag.check_quota)
     if hirag.metrics is None:
         return await fast(hirag, request)
     with hirag.metrics.operation(op.name):

@@ -69,11 +69,13 @@ async def index_document(request: Request) -> Response:
     if media == "multipart/form-data":
         caller.require(needed_role(INDEX), INDEX.name)
         metrics = hirag.metrics
+        tenant = hirag.tenant(caller.tenant)  # the caller's tenant's documents
+        await run_in_threadpool(tenant.check_quota)
         if metrics is None:
-            job = await _submit_upload(request, hirag.documents, caller)
+            job = await _submit_upload(request, tenant.documents, caller)
         else:
             with metrics.operation(INDEX.name):
-                job = await _submit_upload(request, hirag.documents, caller)
+                job = await _submit_upload(request, tenant.documents, caller)
         return json_response(job_out(job), INDEX.status)
     if media == "application/json":
         body = _parse(IndexDocumentRequest, await request.body())

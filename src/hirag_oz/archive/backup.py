@@ -27,6 +27,7 @@ from hirag_oz.archive.load import ImportReport, import_dump
 from hirag_oz.archive.move import collections
 from hirag_oz.errors import ConflictError, InsufficientStorageError, NotFoundError
 from hirag_oz.kernel.disk import is_disk_full
+from hirag_oz.kernel.scope import DEFAULT_TENANT
 
 if TYPE_CHECKING:
     from hirag_oz.service import Hirag
@@ -78,8 +79,14 @@ class Backup:
 
 
 def backup_dir(hirag: Hirag) -> Path:
+    """`[backup] dir` (a tenant's: a folder of its own in it), or the data directory's
+    `backups` (a tenant's data directory is its own)."""
     configured = hirag.settings.backup.dir
-    return Path(configured) if configured else Path(hirag.settings.server.data_dir) / "backups"
+    if configured is None:
+        return Path(hirag.settings.server.data_dir) / "backups"
+    if hirag.tenant_name != DEFAULT_TENANT:
+        return Path(configured) / "tenants" / hirag.tenant_name
+    return Path(configured)
 
 
 def create(hirag: Hirag) -> Backup:

@@ -14,17 +14,20 @@ The library, the command line and MCP over stdio run as `TRUSTED`: the machine's
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from hirag_oz.errors import PermissionDeniedError
+from hirag_oz.errors import PermissionDeniedError, ValidationError
 from hirag_oz_client.catalogue import Operation
 
 Role = Literal["read", "write", "admin"]
 ROLES: tuple[Role, ...] = ("read", "write", "admin")
 DEFAULT_TENANT = "default"
+
+TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 
 ADMIN_OPERATIONS = frozenset({"clear_contexts"})
 """Operations that reach beyond one item or session (`clear_contexts` empties levels)."""
@@ -68,6 +71,21 @@ class Caller:
 
 
 TRUSTED = Caller()
+
+ADDING = frozenset(
+    {"store_context", "store_contexts", "add_fact", "append_messages", "index_document"}
+)
+"""Operations that add stored items: refused once a tenant holds its quota."""
+
+
+def check_tenant(name: str) -> str:
+    if not TENANT_NAME.match(name):
+        raise ValidationError(
+            "a tenant is 1-32 lowercase letters, digits or '-', starting with a letter or digit",
+            {"field": "tenant"},
+        )
+    return name
+
 
 audit = logging.getLogger("hirag_oz.audit")
 

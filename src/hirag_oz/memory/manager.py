@@ -107,12 +107,14 @@ class HiRAG:
         clock: Clock | None = None,
         sparse: Bm25Encoder | None = None,
         data_format: DataFormat | None = None,
+        owns_backend: bool = True,
     ) -> None:
         self.backend = store
         self.embedder = embedder
         self.counter = counter
         self.settings = settings or HiragSettings()
         self.clock = clock or SystemClock()
+        self.owns_backend = owns_backend  # a tenant's memory shares the service's store
         self.distance: Distance = distance
         w = self.settings.weights
         self.weights = Weights(w.similarity, w.recency, w.level, w.frequency)
@@ -844,7 +846,8 @@ class HiRAG:
         except InsufficientStorageError as exc:  # the counts are lost; the data is not
             logger.warning("access counts not written at close: %s", exc.message)
         finally:
-            self.backend.close()
+            if self.owns_backend:
+                self.backend.close()
 
     def __enter__(self) -> HiRAG:
         return self
