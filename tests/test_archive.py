@@ -557,3 +557,41 @@ def test_the_move_command_goes_to_a_qdrant_server_and_back(
     }
     usage = _cli("move", "--data-dir", str(tmp_path / "data"))
     assert usage.wait(timeout=120) == 2
+
+
+def test_a_tenants_data_is_exported_and_moved_as_its_own(
+    model: OnnxMiniLMEmbedder, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from hirag_oz.cli import cli
+
+    data = tmp_path / "data"
+    with _open(data, model) as hirag:
+        hirag.store_context(text="the default tenant's note", agent_id="a")
+        hirag.tenant("acme").store_context(text="acme's note", agent_id="a")
+        server = _open(data, model, server=True)
+        try:
+            report = move(hirag, server)
+            assert report.verified and report.counts["contexts-t-acme_shortterm"] == (1, 1)
+            moved = server.tenant("acme").search_contexts(
+                query="note", max_tokens=100, agent_id="a"
+            )
+            assert [c.text for c in moved.contexts] == ["acme's note"]
+        finally:
+            server.close()
+    env = {"HIRAG_HIRAG__MAINTENANCE_ENABLED": "false"}
+    for tenant, expected in (("acme", "acme's note"), ("default", "the default tenant's note")):
+        out = tmp_path / f"{tenant}.jsonl"
+        result = CliRunner().invoke(
+            cli, ["export", str(out), "--data-dir", str(data), "--tenant", tenant], env=env
+        )
+        assert result.exit_code == 0, result.output
+        texts = [
+            line["payload"]["text"]
+            for line in map(json.loads, out.read_text().splitlines())
+            if line["type"] == "point"
+        ]
+        assert texts == [expected]
+    bad = CliRunner().invoke(cli, ["export", "x.jsonl", "--tenant", "No!"], env=env)
+    assert bad.exit_code != 0

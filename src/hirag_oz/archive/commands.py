@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from hirag_oz.commands import progress_bar
 from hirag_oz.config import Settings
+from hirag_oz.kernel.scope import DEFAULT_TENANT, check_tenant
 
 SettingsOf = Callable[[click.Context, Path | None], Settings]
 
@@ -30,6 +31,14 @@ def _print(report: Any) -> None:
 
 
 def _data_dir(fn: Any) -> Any:
+    """`--data-dir`, and `--tenant`: whose data (the default tenant's unless given)."""
+    fn = click.option(
+        "--tenant",
+        default=DEFAULT_TENANT,
+        show_default=True,
+        callback=lambda _ctx, _param, value: check_tenant(value),
+        help="The tenant whose data is meant.",
+    )(fn)
     return click.option(
         "--data-dir",
         type=click.Path(file_okay=False, path_type=Path),
@@ -57,12 +66,18 @@ def add_archive_commands(cli: click.Group, settings_of: SettingsOf) -> None:
     )
     @click.pass_context
     def export_command(
-        ctx: click.Context, file: Path, data_dir: Path | None, agent_id: str | None, vectors: bool
+        ctx: click.Context,
+        file: Path,
+        data_dir: Path | None,
+        tenant: str,
+        agent_id: str | None,
+        vectors: bool,
     ) -> None:
         """Write everything (or one agent's data) to FILE, JSON Lines (gzip when it ends in .gz)."""
         from hirag_oz.archive.export import export, totals
 
-        with Hirag(settings_of(ctx, data_dir)) as hirag:
+        with Hirag(settings_of(ctx, data_dir)) as service:
+            hirag = service.tenant(tenant)
             count = totals(hirag, agent_id)
             with _bar(f"exporting to {file.name}", count) as advance:
                 report = export(hirag, file, agent_id=agent_id, vectors=vectors, progress=advance)
@@ -72,7 +87,7 @@ def add_archive_commands(cli: click.Group, settings_of: SettingsOf) -> None:
     @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
     @_data_dir
     @click.pass_context
-    def import_command(ctx: click.Context, file: Path, data_dir: Path | None) -> None:
+    def import_command(ctx: click.Context, file: Path, data_dir: Path | None, tenant: str) -> None:
         """Put the dump FILE back (ids kept; run it again to resume one cut short)."""
         from hirag_oz.archive.dump import open_dump
         from hirag_oz.archive.load import import_dump
@@ -80,10 +95,10 @@ def add_archive_commands(cli: click.Group, settings_of: SettingsOf) -> None:
         with open_dump(file) as stream:
             total = sum(1 for _ in stream) - 1
         with (
-            Hirag(settings_of(ctx, data_dir)) as hirag,
+            Hirag(settings_of(ctx, data_dir)) as service,
             _bar(f"importing {file.name}", total) as advance,
         ):
-            report = import_dump(hirag, file, progress=advance)
+            report = import_dump(service.tenant(tenant), file, progress=advance)
         _print(report.to_dict())
         if not report.complete:
             raise click.ClickException("the dump was cut short: what it held was imported")
@@ -91,39 +106,47 @@ def add_archive_commands(cli: click.Group, settings_of: SettingsOf) -> None:
     @cli.command("backup")
     @_data_dir
     @click.pass_context
-    def backup_command(ctx: click.Context, data_dir: Path | None) -> None:
+    def backup_command(ctx: click.Context, data_dir: Path | None, tenant: str) -> None:
         """Back up the data directory (a running server: POST /api/v1/backups)."""
         from hirag_oz.archive import backup
 
-        with Hirag(settings_of(ctx, data_dir)) as hirag:
-            _print(backup.create(hirag).to_dict())
+        with Hirag(settings_of(ctx, data_dir)) as service:
+            _print(backup.create(service.tenant(tenant)).to_dict())
 
     @cli.command("backups")
     @_data_dir
     @click.pass_context
-    def backups_command(ctx: click.Context, data_dir: Path | None) -> None:
+    def backups_command(ctx: click.Context, data_dir: Path | None, tenant: str) -> None:
         """List the backups, newest first."""
         from hirag_oz.archive import backup
 
-        with Hirag(settings_of(ctx, data_dir)) as hirag:  # reads the backup folder only
-            _print([b.to_dict() for b in backup.listed(hirag)])
+        with Hirag(settings_of(ctx, data_dir)) as service:  # reads the backup folder only
+            _print([b.to_dict() for b in backup.listed(service.tenant(tenant))])
 
     @cli.command("restore")
     @click.argument("backup_name")
     @_data_dir
     @click.pass_context
-    def restore_command(ctx: click.Context, backup_name: str, data_dir: Path | None) -> None:
+    def restore_command(
+        ctx: click.Context, backup_name: str, data_dir: Path | None, tenant: str
+    ) -> None:
         """Restore BACKUP_NAME (a name from `backups`, or a backup's folder) into an empty
         data directory; stop the server first."""
         from hirag_oz.archive import backup
 
-        with Hirag(settings_of(ctx, data_dir)) as hirag:
+        with Hirag(settings_of(ctx, data_dir)) as service:
+            hirag = service.tenant(tenant)
             found = backup.find(hirag, backup_name)
             report = backup.restore(hirag, found)
         _print(report.to_dict())
 
     @cli.command("move")
-    @_data_dir
+    @click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="The data directory (default: ./data); every tenant's collections move.",
+    )
     @click.option("--to", "to_url", default=None, help="Qdrant server URL to copy into.")
     @click.option("--from", "from_url", default=None, help="Qdrant server URL to copy from.")
     @click.option("--api-key", envvar="HIRAG_MOVE_QDRANT_API_KEY", default=None)

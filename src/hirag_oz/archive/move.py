@@ -57,18 +57,32 @@ def collections(hirag: Hirag) -> list[str]:
 
 
 def total(hirag: Hirag) -> int:
-    open_service(hirag)
-    return sum(hirag.store.count(name) for name in collections(hirag))
+    """Points in every tenant's collections."""
+    found = 0
+    for view in [hirag, *(hirag.tenant(t) for t in hirag.known_tenants())]:
+        open_service(view)
+        found += sum(view.store.count(name) for name in collections(view))
+    return found
+
+
+def views(source: Hirag, target: Hirag) -> list[tuple[Hirag, Hirag]]:
+    """The default tenant's service and each known tenant's, of both sides, opened."""
+    pairs = [(source, target)]
+    pairs += [(source.tenant(t), target.tenant(t)) for t in source.known_tenants()]
+    for pair in pairs:
+        open_service(pair[0])
+        open_service(pair[1])
+    return pairs
 
 
 def move(
     source: Hirag, target: Hirag, *, sample: int = 200, progress: Progress | None = None
 ) -> MoveReport:
-    """Copy every collection of `source`'s store into `target`'s, then verify."""
-    open_service(source)
-    open_service(target)
+    """Copy every collection of `source`'s store (every tenant's) into `target`'s, then
+    verify."""
+    names = [name for view, _ in views(source, target) for name in collections(view)]
     report = MoveReport()
-    for name in collections(source):
+    for name in names:
         copied = unchanged = 0
         for points in scan(source.store, name, None, 256, with_vectors=True):
             found = {p.id: p for p in target.store.retrieve(name, [p.id for p in points], True)}
@@ -80,7 +94,7 @@ def move(
             if progress is not None:
                 progress(len(points))
         report.copied[name], report.unchanged[name] = copied, unchanged
-    verify(source.store, target.store, collections(source), sample, report)
+    verify(source.store, target.store, names, sample, report)
     return report
 
 
