@@ -20,6 +20,7 @@ import httpx
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from hirag_oz.keys import KeyStore
 from hirag_oz.memory.levels import Level
 from hirag_oz.memory.manager import HiRAG, collection_indexes
 from hirag_oz.store.base import CollectionSpec, PointRecord
@@ -41,11 +42,34 @@ ENV = {
 OPEN_JOBS = 3
 TERMINAL = ("succeeded", "failed")
 DIMENSION = 384  # MiniLM
+# The tests of writes and of sessions write as a key of a tenant of their own: its
+# collections, its files, its start-up repairs.
+TENANT = "crash"
+_KEYS: dict[str, str] = {}  # data directory -> the tenant's key
+_URL_KEYS: dict[str, str] = {}  # server URL -> the key its clients send
+
+
+def _serve_tenant(
+    data: Path, log: Path, env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`_serve`, with an admin key of TENANT in the data directory's key file."""
+    if str(data) not in _KEYS:
+        _KEYS[str(data)] = KeyStore(data / "keys.json").create("admin", tenant=TENANT)[1]
+    proc, url = _serve(data, log, env)
+    _URL_KEYS[url] = _KEYS[str(data)]
+    return proc, url
+
+
+def _client(url: str, timeout: float) -> httpx.Client:
+    """A client of the server at `url`, with its tenant's key when it has one."""
+    key = _URL_KEYS.get(url)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=url, timeout=timeout, headers=headers)
 
 
 def _writer(url: str, stop: threading.Event, acked: list[tuple[str, str, str]], n: int) -> None:
     """Stores until the server dies; records (kind, id, text) of each 2xx answer."""
-    with httpx.Client(base_url=url, timeout=10) as http:
+    with _client(url, 10) as http:
         i = 0
         while not stop.is_set():
             i += 1
@@ -98,7 +122,7 @@ def _document(code: str, kind: str) -> tuple[str, bytes]:
 
 def _vision_writer(url: str, stop: threading.Event, jobs: list[IndexJob], rnd: int) -> None:
     """Uploads one-page documents and polls their jobs until the server dies."""
-    with httpx.Client(base_url=url, timeout=10) as http:
+    with _client(url, 10) as http:
         i = 0
         while not stop.is_set():
             try:
@@ -143,14 +167,17 @@ def _log_errors(log: Path, offset: int) -> list[str]:
     return found
 
 
-def _stored_by_level(data: Path) -> dict[Level, dict[str, dict[str, Any]]]:
-    """Every point of every level, read from disk with the server stopped (not through a
-    HiRAG, which would repair what it finds)."""
+def _stored_by_level(
+    data: Path, prefix: str = "contexts"
+) -> dict[Level, dict[str, dict[str, Any]]]:
+    """Every point of every level (of the collections of `prefix`: a tenant's are its
+    own), read from disk with the server stopped (not through a HiRAG, which would repair
+    what it finds)."""
     store = EdgeStore(data / "qdrant")
     try:
         found = {}
         for level in Level:
-            name = f"contexts_{level.suffix}"
+            name = f"{prefix}_{level.suffix}"
             store.ensure_collection(
                 CollectionSpec(name, DIMENSION, "Cosine", collection_indexes({}))
             )
@@ -226,7 +253,7 @@ def test_every_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
     done_before: set[str] = set()
     open_at_kills = 0  # a job open at two kills counts twice
     for rnd in range(ROUNDS):
-        proc, url = _serve(data, log, ENV)
+        proc, url = _serve_tenant(data, log, ENV)
         stop = threading.Event()
         writers = [
             threading.Thread(target=_writer, args=(url, stop, acked, n), daemon=True)
@@ -248,9 +275,9 @@ def test_every_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
         open_at_kills += sum(j.status not in TERMINAL for j in jobs)
 
     offset = log.stat().st_size
-    proc, url = _serve(data, log, ENV)
+    proc, url = _serve_tenant(data, log, ENV)
     try:
-        with httpx.Client(base_url=url, timeout=30) as http:
+        with _client(url, 30) as http:
             assert http.get("/health/ready").status_code == 200
             lost = []
             for kind, item_id, text in acked:
@@ -278,9 +305,9 @@ def test_every_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
         _stop(proc)
     assert _log_errors(log, offset) == []
     contexts = {item_id: text for kind, item_id, text in acked if kind == "context"}
-    problems = _placement_problems(_stored_by_level(data), contexts)
+    problems = _placement_problems(_stored_by_level(data, f"contexts-t-{TENANT}"), contexts)
     assert problems == [], problems[:20]
-    vision = data / "vision"
+    vision = data / "tenants" / TENANT / "vision"
     assert list((vision / "uploads").iterdir()) == [], "uploads left behind"
     assert list((vision / "jobs").glob(".tmp-*")) == [], "partial job files left behind"
 
@@ -484,7 +511,7 @@ def _appender(url: str, stop: threading.Event, log: SessionLog, n: int, rnd: int
     """Appends one to three messages at a time to its sessions until the server dies. Each
     round it moves on by two sessions: the earlier ones go idle."""
     sessions = [f"w{n}-s{k}" for k in range(2 * rnd, 2 * rnd + 3)]
-    with httpx.Client(base_url=url, timeout=10) as http:
+    with _client(url, 10) as http:
         i = 0
         while not stop.is_set():
             i += 1
@@ -510,7 +537,7 @@ def _appender(url: str, stop: threading.Event, log: SessionLog, n: int, rnd: int
 def _closer_and_deleter(url: str, stop: threading.Event, log: SessionLog, rnd: int) -> None:
     """Closes the writers' sessions while they append to them; begins short sessions and
     deletes them."""
-    with httpx.Client(base_url=url, timeout=10) as http:
+    with _client(url, 10) as http:
         i = 0
         while not stop.is_set():
             i += 1
@@ -568,13 +595,16 @@ def _session_problems(http: httpx.Client, log: SessionLog) -> list[str]:
     return problems
 
 
-def _session_disk_problems(data: Path, stored: dict[Level, dict[str, dict[str, Any]]]) -> list[str]:
+def _session_disk_problems(
+    data: Path, stored: dict[Level, dict[str, dict[str, Any]]], prefix: str = "contexts"
+) -> list[str]:
     """On disk: no record names a write under way; a session's messages pushed out of its
     window are exactly those folded; a closed session is all in LongTerm with one summary."""
     store = EdgeStore(data / "qdrant")
     try:
-        store.ensure_collection(CollectionSpec("contexts_sessions", DIMENSION, "Cosine", {}))
-        records = [p.payload for p in store.scroll("contexts_sessions", None, 1_000_000)]
+        name = f"{prefix}_sessions"
+        store.ensure_collection(CollectionSpec(name, DIMENSION, "Cosine", {}))
+        records = [p.payload for p in store.scroll(name, None, 1_000_000)]
     finally:
         store.close()
     problems = []
@@ -612,7 +642,7 @@ def test_kill_9_during_appends_folds_and_consolidation_loses_no_message(tmp_path
     rng = random.Random(20261207)
     log = SessionLog({}, set())
     for rnd in range(SESSION_ROUNDS):
-        proc, url = _serve(data, log_file, SESSION_ENV)
+        proc, url = _serve_tenant(data, log_file, SESSION_ENV)
         stop = threading.Event()
         threads = [
             threading.Thread(target=_appender, args=(url, stop, log, n, rnd), daemon=True)
@@ -633,16 +663,16 @@ def test_kill_9_during_appends_folds_and_consolidation_loses_no_message(tmp_path
 
     # Opened without maintenance: only the start-up repair may finish what the kills cut.
     offset = log_file.stat().st_size
-    proc, url = _serve(data, log_file, {"HIRAG_RATE_LIMIT__ENABLED": "false"})
+    proc, url = _serve_tenant(data, log_file, {"HIRAG_RATE_LIMIT__ENABLED": "false"})
     try:
-        with httpx.Client(base_url=url, timeout=30) as http:
+        with _client(url, 30) as http:
             assert http.get("/health/ready").status_code == 200
             problems = _session_problems(http, log)
             listed = http.get("/api/v1/sessions", params={"limit": 500}).json()["sessions"]
     finally:
         _stop(proc)
     assert _log_errors(log_file, offset) == []
-    stored = _stored_by_level(data)
+    stored = _stored_by_level(data, f"contexts-t-{TENANT}")
     ids = {
         point_id: payload["text"]
         for points in stored.values()
@@ -650,7 +680,7 @@ def test_kill_9_during_appends_folds_and_consolidation_loses_no_message(tmp_path
         if (payload.get("metadata") or {}).get("kind") == "message"
     }
     problems += _placement_problems(stored, ids)
-    problems += _session_disk_problems(data, stored)
+    problems += _session_disk_problems(data, stored, f"contexts-t-{TENANT}")
     repairs = _SESSION_REPAIRS.findall(log_file.read_text())
     acked = sum(len(a) for a in log.acked.values())
     folds = sum(s["folds"] for s in listed)
