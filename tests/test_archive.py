@@ -154,9 +154,7 @@ def snapshot(hirag: Hirag, vectors: bool = True) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def filled(
-    model: OnnxMiniLMEmbedder, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Hirag]:
+def filled(model: OnnxMiniLMEmbedder, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hirag]:
     """One filled service for the module: each test compares with what it finds at its
     start, so what an earlier test added (a backup's writers) changes no outcome."""
     root = tmp_path_factory.mktemp("archive")
