@@ -427,5 +427,9 @@ def test_tenants_persist_and_open_with_the_service(
             acme,
         )
         assert got.text == "acme remembers this"
+        # A tenant's view hands another tenant's caller to that tenant, not to itself.
+        view = again.tenant("acme")
+        assert view.tenant("beta") is again.tenant("beta") is not view
+        assert view.tenant("acme") is view and view.tenant("default") is view
     with pytest.raises(HiragError):
         Hirag(settings, model=model).tenant("Not A Tenant!")

@@ -404,7 +404,9 @@ class Hirag(Operations):
         (`<prefix>-t-<name>_*`), files of its own (`<data_dir>/tenants/<name>`), and this
         service's store, model and write gate. The default tenant is this service itself,
         so data stored before tenants existed is the default tenant's."""
-        if name == DEFAULT_TENANT or self._parent is not None:
+        if self._parent is not None:  # a view: itself, or another tenant's from its service
+            return self if name in (DEFAULT_TENANT, self.tenant_name) else self._parent.tenant(name)
+        if name == DEFAULT_TENANT:
             return self
         found = self._tenants.get(name)
         if found is not None:
