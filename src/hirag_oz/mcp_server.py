@@ -39,7 +39,7 @@ from mcp.types import CallToolResult, TextContent, Tool, ToolAnnotations
 from hirag_oz.config import Settings
 from hirag_oz.errors import ConfigurationError, HiragError, InternalError, NotFoundError, wire
 from hirag_oz.handlers.documents import PROGRESS
-from hirag_oz.kernel.scope import TRUSTED, Caller
+from hirag_oz.kernel.scope import Caller, caller_in
 from hirag_oz.keys import KeyStore, key_store
 from hirag_oz.service import Hirag
 from hirag_oz.vision.jobs import Job
@@ -161,10 +161,7 @@ def caller_of(context: Context[Any, Any] | None) -> Caller:
         request = context.request_context.request if context is not None else None
     except ValueError:  # outside a request
         request = None
-    scope = getattr(request, "scope", None)
-    state = scope.get("state", {}) if isinstance(scope, dict) else {}
-    found = state.get("caller") if isinstance(state, dict) else None
-    return found if isinstance(found, Caller) else TRUSTED
+    return caller_in(getattr(request, "scope", None))
 
 
 def build_mcp_server(hirag: Hirag, *, name: str = "hirag-oz") -> MCPServer[Any]:

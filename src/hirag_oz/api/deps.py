@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from hirag_oz.api.middleware import BODY_METHODS
 from hirag_oz.errors import UnsupportedMediaTypeError
-from hirag_oz.kernel.scope import TRUSTED, Caller
+from hirag_oz.kernel.scope import Caller, caller_in
 from hirag_oz.memory.manager import HiRAG
 from hirag_oz.observability.metrics import Metrics
 from hirag_oz.service import Hirag
@@ -25,8 +25,7 @@ def hirag_of(request: Request) -> Hirag:
 
 def caller_of(request: Request) -> Caller:
     """Who sent the request: the key's caller, or (no keys configured) the trusted one."""
-    found = request.scope.get("state", {}).get("caller")
-    return found if isinstance(found, Caller) else TRUSTED
+    return caller_in(request.scope)
 
 
 A = TypeVar("A")

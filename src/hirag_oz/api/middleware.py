@@ -30,8 +30,8 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-def _protected(scope: Scope) -> bool:
-    return scope["type"] == "http" and str(scope["path"]).startswith(PROTECTED_PREFIX)
+def _protected(scope: Scope, prefix: str = PROTECTED_PREFIX) -> bool:
+    return scope["type"] == "http" and str(scope["path"]).startswith(prefix)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -126,8 +126,7 @@ class AuthMiddleware:
         self.prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        protected = scope["type"] == "http" and str(scope["path"]).startswith(self.prefix)
-        if not protected or not self.keys.configured():
+        if not _protected(scope, self.prefix) or not self.keys.configured():
             await self.app(scope, receive, send)
             return
         header = _header(scope, b"authorization") or ""

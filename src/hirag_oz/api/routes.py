@@ -69,7 +69,9 @@ async def run(
         return result
     request = authorize(caller, op, request)
     hirag = hirag.tenant(caller.tenant)
-    if op.name in ADDING:
+    if op.name in ADDING and hirag.settings.server.max_items_per_tenant is not None:
+        # Counting the tenant's items reads the store: off the event loop, and only when a
+        # quota is set (store_context is a hot path).
         await run_in_threadpool(hirag.check_quota)
     if hirag.metrics is None:
         return await fast(hirag, request)

@@ -72,6 +72,15 @@ class Caller:
 
 TRUSTED = Caller()
 
+
+def caller_in(scope: Any) -> Caller:
+    """The caller the auth middleware put in an ASGI request's `scope`; without one (no keys
+    configured, or no HTTP request at all) the machine's own user."""
+    state = scope.get("state") if isinstance(scope, dict) else None
+    found = state.get("caller") if isinstance(state, dict) else None
+    return found if isinstance(found, Caller) else TRUSTED
+
+
 ADDING = frozenset(
     {"store_context", "store_contexts", "add_fact", "append_messages", "index_document"}
 )
