@@ -184,7 +184,7 @@ class HiragSettings(_Section):
     )
     hybrid_alpha: float = Field(0.7, ge=0, le=1)
     neighbour_hits: int = Field(
-        5,
+        10,
         ge=0,
         le=50,
         description="The best candidates whose neighbouring turns (stored just before and "
@@ -195,6 +195,20 @@ class HiragSettings(_Section):
         ge=0,
         le=1,
         description="A neighbouring turn scores at least this times its hit's score.",
+    )
+    speaker_boost: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Added to the score of a context said by a speaker the query names "
+        "(its metadata.name), when the query does not name every speaker (0: off).",
+    )
+    period_boost: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Added to the score of a context whose timestamp falls in a calendar "
+        "date, month or year the query names, or one such span after it (0: off).",
     )
     weights: RankingWeights = Field(default_factory=RankingWeights)
     allocation: LevelAllocation = Field(default_factory=LevelAllocation)

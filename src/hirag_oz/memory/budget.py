@@ -14,6 +14,10 @@ class Candidate(NamedTuple):
     score: float
     similarity: float
     tokens: int
+    order: int = 0
+    """Breaks ties of score: the lower first (the turn stored first), then the key."""
+    speaker: str | None = None
+    timestamp: float | None = None
 
 
 def select_within_budget(
@@ -37,7 +41,7 @@ def select_within_budget(
         return []
     ranked = sorted(
         (c for c in candidates if c.similarity >= threshold and 0 <= c.tokens <= max_tokens),
-        key=lambda c: (-c.score, c.key),
+        key=lambda c: (-c.score, c.order, c.key),
     )
     chosen: dict[str, Candidate] = {}
     used = 0
@@ -80,4 +84,4 @@ def select_within_budget(
     for c in ranked:
         take(c)
 
-    return sorted(chosen.values(), key=lambda c: (-c.score, c.key))
+    return sorted(chosen.values(), key=lambda c: (-c.score, c.order, c.key))

@@ -30,6 +30,7 @@ from hirag_oz.kernel.sparse_setup import open_hybrid_collections
 from hirag_oz.kernel.validation import check_metadata, check_text, check_timestamp
 from hirag_oz.memory.access import AccessCounts
 from hirag_oz.memory.budget import Candidate, select_within_budget
+from hirag_oz.memory.cues import Period, named_speakers, periods
 from hirag_oz.memory.levels import Level
 from hirag_oz.memory.models import (
     Context,
@@ -438,7 +439,7 @@ class HiRAG:
         # at a time, as threads interleaving on the GIL cost more CPU for the same work.
         with self._search_slots:
             contexts, searched, malformed = self._retrieve(
-                query_vector, query_sparse, scope & filters, wanted, max_tokens, now
+                query, query_vector, query_sparse, scope & filters, wanted, max_tokens, now
             )
         # Written outside the search slot, so a flush never holds up the searches queued there.
         self.access.flush_if_due()
@@ -462,6 +463,7 @@ class HiRAG:
 
     def _retrieve(
         self,
+        query: str,
         query_vector: list[float],
         query_sparse: SparseVec,
         flt: Filter,
@@ -478,11 +480,13 @@ class HiRAG:
         ceiling = self.settings.candidates_per_level
         limit = candidate_limit(max_tokens, ceiling)
         allocation = {lvl: self.allocation[lvl] for lvl in wanted}
+        named_periods = periods(query) if self.settings.period_boost > 0 else []
         while True:
             found, malformed, cut = self._candidates(
                 query_vector, query_sparse, flt, wanted, now, limit
             )
             self._add_neighbours(found, flt)
+            self._favour_cues(found, query, named_periods)
             chosen = select_within_budget(
                 list(found.values()),
                 max_tokens,
@@ -552,7 +556,7 @@ class HiRAG:
                     payload.get("access_count", 0) + pending(hit.id),
                     self.weights,
                 )
-                found[hit.id] = Candidate(hit.id, level, score, similarity, payload["token_count"])
+                found[hit.id] = _candidate(hit.id, level, score, similarity, payload)
         return found, malformed, cut
 
     def _add_neighbours(self, found: dict[str, Candidate], flt: Filter) -> None:
@@ -571,7 +575,7 @@ class HiRAG:
         if count <= 0 or not found:
             return
         weight = self.settings.neighbour_weight
-        best = heapq.nlargest(count, found.values(), key=lambda c: c.score)
+        best = heapq.nlargest(count, found.values(), key=lambda c: (c.score, -c.order))
         # Session and seq of these few only: ranking keys read for every candidate cost more.
         placed: dict[str, tuple[str, int]] = {}
         for level in {hit.level for hit in best}:
@@ -612,13 +616,32 @@ class HiRAG:
                             similarity=max(own.similarity, weight * hit.similarity),
                         )
                     elif _rankable(p.payload):
-                        found[p.id] = Candidate(
-                            p.id,
-                            hit.level,
-                            weight * hit.score,
-                            weight * hit.similarity,
-                            p.payload["token_count"],
+                        found[p.id] = _candidate(
+                            p.id, hit.level, weight * hit.score, weight * hit.similarity, p.payload
                         )
+
+    def _favour_cues(
+        self, found: dict[str, Candidate], query: str, named_periods: Sequence[Period]
+    ) -> None:
+        """Raises the score of the candidates said by a speaker the query names (when it
+        does not name every speaker among them), by `speaker_boost`, and of those said
+        within a period the query names, by `period_boost`."""
+        named: set[str] = set()
+        if self.settings.speaker_boost > 0:
+            speakers = {c.speaker for c in found.values() if c.speaker is not None}
+            named = named_speakers(query, speakers)
+            if named == speakers:
+                named = set()
+        if not named and not named_periods:
+            return
+        for key, c in found.items():
+            bonus = 0.0
+            if c.speaker in named:
+                bonus += self.settings.speaker_boost
+            if c.timestamp is not None and any(p.contains_told(c.timestamp) for p in named_periods):
+                bonus += self.settings.period_boost
+            if bonus:
+                found[key] = c._replace(score=c.score + bonus)
 
     def _count_access(self, chosen: Sequence[Candidate]) -> dict[str, StoredPoint]:
         """Count one access of each returned point; returns them as stored now, by id."""
@@ -883,7 +906,8 @@ def _scope_filter(
     return Filter(must=tuple(conditions))
 
 
-_RANKING_KEYS = ("timestamp", "token_count", "access_count")
+# Who said a context is its `metadata.name`, as a session stores each message's name.
+_RANKING_KEYS = ("timestamp", "token_count", "access_count", "seq", "metadata.name")
 # Candidates per level and query: enough to fill the budget with items of this many tokens
 # (a turn of conversation), and never fewer than the floor. Larger pools did not find more
 # evidence on long conversations and ranked worse (bench/README.md, conversation_recall);
@@ -898,6 +922,23 @@ def candidate_limit(max_tokens: int, ceiling: int) -> int:
     """How many candidates to fetch per level and query for a budget of `max_tokens`."""
     wanted = max(_MIN_CANDIDATES, math.ceil(max_tokens / _TOKENS_PER_CANDIDATE))
     return min(ceiling, wanted)
+
+
+def _candidate(
+    key: str, level: Level, score: float, similarity: float, payload: dict[str, Any]
+) -> Candidate:
+    seq, metadata = payload.get("seq"), payload.get("metadata")
+    speaker = metadata.get("name") if isinstance(metadata, dict) else None
+    return Candidate(
+        key,
+        level,
+        score,
+        similarity,
+        payload["token_count"],
+        seq if isinstance(seq, int) else 0,
+        speaker.strip() if isinstance(speaker, str) and speaker.strip() else None,
+        float(payload["timestamp"]),
+    )
 
 
 def _rankable(payload: dict[str, Any]) -> bool:
