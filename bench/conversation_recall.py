@@ -253,22 +253,26 @@ def with_settings(memory: HiRAG, base: HiragSettings, changes: dict[str, Any]) -
     memory.settings = base.model_copy(update=changes)
 
 
-def store_turns(parts: Hirag, conv: Conversation) -> dict[str, Any]:
-    texts = [t.text for t in conv.turns]
-    started = time.perf_counter()
-    parts.model.embed(texts)  # the model alone, without the cache
-    bare_s = time.perf_counter() - started
-    items = [
+def as_contexts(conv: Conversation, agent: str, session_prefix: str = "") -> list[NewContext]:
+    return [
         NewContext(
             t.text,
             "LongTerm",
-            agent_id=conv.name,
-            session_id=t.session,
+            agent_id=agent,
+            session_id=session_prefix + t.session,
             timestamp=t.timestamp,
             metadata={"name": t.speaker, "dia_id": t.dia_id},
         )
         for t in conv.turns
     ]
+
+
+def store_turns(parts: Hirag, conv: Conversation) -> dict[str, Any]:
+    texts = [t.text for t in conv.turns]
+    started = time.perf_counter()
+    parts.model.embed(texts)  # the model alone, without the cache
+    bare_s = time.perf_counter() - started
+    items = as_contexts(conv, conv.name)
     started = time.perf_counter()
     parts.contexts.store_many(items)
     ingest_s = time.perf_counter() - started
@@ -279,6 +283,40 @@ def store_turns(parts: Hirag, conv: Conversation) -> dict[str, Any]:
         "bare_embedding_per_s": round(len(items) / bare_s, 1),
         "ratio": round(bare_s / ingest_s, 3),
     }
+
+
+def latency_at_scale(
+    parts: Hirag, conversations: Sequence[Conversation], items: int, max_tokens: int
+) -> dict[str, Any]:
+    """Search latency over `items` contexts of one agent: the first conversation's agent is
+    filled with copies of every conversation's turns (their stored vectors, in sessions of
+    their own) until it holds `items`; then each of its questions is asked with the defaults
+    and with every lever off, one after the other, so both see the same machine state."""
+    memory = parts.contexts
+    target = conversations[0]
+    vectors = {c.name: parts.model.embed([t.text for t in c.turns]) for c in conversations}
+    held = memory.count(agent_id=target.name)
+    copy = 0
+    while held < items:
+        for conv in conversations:
+            batch = as_contexts(conv, target.name, f"copy{copy}-{conv.name}-")[: items - held]
+            memory.store_many(batch, vectors=vectors[conv.name][: len(batch)])
+            held += len(batch)
+        copy += 1
+    defaults = memory.settings
+    all_off: dict[str, Any] = {k: v for off in LEVERS.values() for k, v in off.items()}
+    timings: dict[str, list[float]] = {"defaults": [], "levers off": []}
+    for q in target.questions:
+        for name, changes in (("defaults", {}), ("levers off", all_off)):
+            with_settings(memory, defaults, changes)
+            started = time.perf_counter()
+            memory.search(q.text, max_tokens, agent_id=target.name)
+            timings[name].append((time.perf_counter() - started) * 1000)
+    with_settings(memory, defaults, {})
+    out: dict[str, Any] = {"items": held, "agent": target.name}
+    out.update({name: percentiles(ms) for name, ms in timings.items()})
+    out["p95_ratio"] = round(out["defaults"]["p95_ms"] / out["levers off"]["p95_ms"], 3)
+    return out
 
 
 def leave_one_out(
@@ -335,6 +373,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     per_run: list[dict[str, dict[str, float | int]]] = []
     latencies: list[float] = []
     ingest: list[dict[str, Any]] = []
+    at_scale: dict[str, Any] = {}
     for run_index in range(args.runs):
         first = run_index == 0
         with tempfile.TemporaryDirectory(prefix="hirag-recall-") as tmp:
@@ -368,6 +407,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     console.print(
                         f"{conv.name}: {len(conv.turns)} turns, {len(conv.questions)} questions"
                     )
+                if first and args.scale:
+                    at_scale = latency_at_scale(parts, conversations, args.scale, args.max_tokens)
             finally:
                 parts.close()
             per_run.append(summarize(this_run))
@@ -394,6 +435,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "runs": args.runs,
         "spread": spread(per_run),
         "search_latency": percentiles(latencies),
+        "search_latency_at_scale": at_scale,
         "ingest": ingest,
     }
 
@@ -465,6 +507,14 @@ def print_report(report: dict[str, Any]) -> None:
         f"hirag-oz search latency (defaults): p50 {lat['p50_ms']:.1f} ms, "
         f"p95 {lat['p95_ms']:.1f} ms, max {lat['max_ms']:.1f} ms"
     )
+    scale = report["search_latency_at_scale"]
+    if scale:
+        on, off = scale["defaults"], scale["levers off"]
+        console.print(
+            f"search latency over {scale['items']} contexts of agent {scale['agent']}: defaults "
+            f"p50 {on['p50_ms']:.1f} ms, p95 {on['p95_ms']:.1f} ms; every lever off p50 "
+            f"{off['p50_ms']:.1f} ms, p95 {off['p95_ms']:.1f} ms (p95 ratio {scale['p95_ratio']})"
+        )
     for row in report["ingest"]:
         console.print(
             f"ingest {row['conversation']}: {row['ingest_per_s']} turns/s, bare embedding "
@@ -478,6 +528,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=3750)
     parser.add_argument(
         "--runs", type=int, default=2, help="runs into fresh stores, for the spread"
+    )
+    parser.add_argument(
+        "--scale",
+        type=int,
+        default=10_000,
+        help="also time searches over this many contexts of one agent (0: skip)",
     )
     parser.add_argument("--out", type=Path, default=None, help="JSON report path")
     args = parser.parse_args(argv)

@@ -18,6 +18,8 @@ class Candidate(NamedTuple):
     """Breaks ties of score: the lower first (the turn stored first), then the key."""
     speaker: str | None = None
     timestamp: float | None = None
+    session: str | None = None
+    """The session of a candidate that has a `seq` in it: where its neighbouring turns are."""
 
 
 def select_within_budget(

@@ -576,14 +576,7 @@ class HiRAG:
             return
         weight = self.settings.neighbour_weight
         best = heapq.nlargest(count, found.values(), key=lambda c: (c.score, -c.order))
-        # Session and seq of these few only: ranking keys read for every candidate cost more.
-        placed: dict[str, tuple[str, int]] = {}
-        for level in {hit.level for hit in best}:
-            ids = [hit.key for hit in best if hit.level is level]
-            for p in self.backend.retrieve(self.collections[level], ids):
-                session, seq = p.payload.get("session_id"), p.payload.get("seq")
-                if isinstance(session, str) and isinstance(seq, int):
-                    placed[p.id] = (session, seq)
+        placed = {hit.key: (hit.session, hit.order) for hit in best if hit.session is not None}
         # Both neighbours of every hit of a level in one call.
         for level in {hit.level for hit in best}:
             hits = [hit for hit in best if hit.level is level and hit.key in placed]
@@ -907,7 +900,14 @@ def _scope_filter(
 
 
 # Who said a context is its `metadata.name`, as a session stores each message's name.
-_RANKING_KEYS = ("timestamp", "token_count", "access_count", "seq", "metadata.name")
+_RANKING_KEYS = (
+    "timestamp",
+    "token_count",
+    "access_count",
+    "seq",
+    "session_id",
+    "metadata.name",
+)
 # Candidates per level and query: enough to fill the budget with items of this many tokens
 # (a turn of conversation), and never fewer than the floor. Larger pools did not find more
 # evidence on long conversations and ranked worse (bench/README.md, conversation_recall);
@@ -927,8 +927,9 @@ def candidate_limit(max_tokens: int, ceiling: int) -> int:
 def _candidate(
     key: str, level: Level, score: float, similarity: float, payload: dict[str, Any]
 ) -> Candidate:
-    seq, metadata = payload.get("seq"), payload.get("metadata")
+    seq, metadata, session = payload.get("seq"), payload.get("metadata"), payload.get("session_id")
     speaker = metadata.get("name") if isinstance(metadata, dict) else None
+    placed = isinstance(seq, int) and isinstance(session, str)
     return Candidate(
         key,
         level,
@@ -938,6 +939,7 @@ def _candidate(
         seq if isinstance(seq, int) else 0,
         speaker.strip() if isinstance(speaker, str) and speaker.strip() else None,
         float(payload["timestamp"]),
+        session if placed else None,
     )
 
 
