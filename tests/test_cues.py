@@ -55,6 +55,10 @@ def test_named_speakers() -> None:
     assert named_speakers("What is Caroline's identity?", speakers) == {"Caroline"}
     assert named_speakers("What is Caroline\u2019s job?", speakers) == {"Caroline"}
     assert named_speakers("Why did Jon start a studio?", speakers) == {"Jon Smith"}
-    assert named_speakers("Do JON SMITH and gina agree?", speakers) == {"Jon Smith", "Gina"}
+    assert named_speakers("do jon smith and gina agree?", speakers) == {"Jon Smith", "Gina"}
+    assert named_speakers("Do JON SMITH and Gina agree?", speakers) == {"Jon Smith", "Gina"}
     assert named_speakers("What did Mel paint?", speakers) == set()
     assert named_speakers("Where is the Melanie Café?", []) == set()
+    # A name that is also a word: named only when written as a name.
+    assert named_speakers("What will Ann bring in May?", ["Will", "Ann", "May"]) == {"Ann", "May"}
+    assert named_speakers("what will ann bring", ["Will", "Ann"]) == {"Will", "Ann"}

@@ -86,21 +86,27 @@ def periods(query: str) -> list[Period]:
 
 
 def words(text: str) -> set[str]:
-    return {w.lower().replace("\u2019", "'") for w in _WORD.findall(text)}
+    return {_plain(w) for w in _WORD.findall(text)}
+
+
+def _plain(word: str) -> str:
+    return word.lower().replace("\u2019", "'")
 
 
 def named_speakers(query: str, speakers: Iterable[str]) -> set[str]:
     """The speakers the query names: each whose full name, or first name, is a word of it.
 
-    Possessives count ("Caroline's"). Speakers are compared case-insensitively."""
-    present = words(query)
+    Possessives count ("Caroline's"). In a query written with capitals, only capitalised
+    words count, so that a speaker called Will or May is not named by "will" or "may"; in
+    one written all in lower case, every word does."""
+    tokens = _WORD.findall(query)
+    if query != query.lower():
+        tokens = [t for t in tokens if t[0].isupper()]
+    present = {_plain(t) for t in tokens}
     present |= {w[:-2] for w in present if w.endswith("'s")}
     named: set[str] = set()
     for speaker in speakers:
-        parts = [w for w in words(speaker) if w]
-        if not parts:
-            continue
-        first = _WORD.findall(speaker.lower())[0]
-        if all(p in present for p in parts) or first in present:
+        parts = [_plain(w) for w in _WORD.findall(speaker)]
+        if parts and (all(p in present for p in parts) or parts[0] in present):
             named.add(speaker)
     return named
