@@ -186,6 +186,28 @@ def test_what_a_named_speaker_said_ranks_before_what_others_said(
     assert first(make_memory(tmp_path / "off", speaker_boost=0.0)) == "Anna: " + SPEAKERS[0][1]
 
 
+def test_scores_stay_within_one_with_the_boosts(make_memory: MakeMemory) -> None:
+    memory = make_memory()
+    said = "Ben: In June 2023 I went fishing at the lake."
+    # Said "now" (as_of), in Immediate, and searched by its own words: similarity, recency and
+    # level at their maximum of 1.
+    memory.store_many(
+        [
+            NewContext(
+                said, "Immediate", agent_id="a", metadata={"name": "Ben"}, timestamp=JUNE_2023
+            ),
+            NewContext(
+                "Anna: I like the mountains.", "Immediate", agent_id="a", metadata={"name": "Anna"}
+            ),
+        ]
+    )
+    found = memory.search(said, 1000, agent_id="a", as_of=JUNE_2023).contexts
+    assert found[0].text == said
+    # Both boosts applied to a score of nearly 1; a caller's snippet of score 1 still ranks
+    # before it in a prompt.
+    assert found[0].relevance_score is not None and 0.99 < found[0].relevance_score <= 1.0
+
+
 def test_a_query_naming_every_speaker_favours_none(make_memory: MakeMemory, tmp_path: Path) -> None:
     query = "What do Anna and Ben like doing at weekends?"
     results = []

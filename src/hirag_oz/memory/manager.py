@@ -618,23 +618,27 @@ class HiRAG:
     ) -> None:
         """Raises the score of the candidates said by a speaker the query names (when it
         does not name every speaker among them), by `speaker_boost`, and of those said
-        within a period the query names, by `period_boost`."""
+        within a period the query names, by `period_boost`. Every score of such a search is
+        then divided by one plus the boosts it applied, so that scores stay within 0-1 (a
+        caller's snippet of score 1 still ranks first in a prompt)."""
         named: set[str] = set()
         if self.settings.speaker_boost > 0:
             speakers = {c.speaker for c in found.values() if c.speaker is not None}
             named = named_speakers(query, speakers)
             if named == speakers:
                 named = set()
-        if not named and not named_periods:
+        speaker_bonus = self.settings.speaker_boost if named else 0.0
+        period_bonus = self.settings.period_boost if named_periods else 0.0
+        if not speaker_bonus and not period_bonus:
             return
+        scale = 1.0 + speaker_bonus + period_bonus
         for key, c in found.items():
-            bonus = 0.0
+            score = c.score
             if c.speaker in named:
-                bonus += self.settings.speaker_boost
+                score += speaker_bonus
             if c.timestamp is not None and any(p.contains_told(c.timestamp) for p in named_periods):
-                bonus += self.settings.period_boost
-            if bonus:
-                found[key] = c._replace(score=c.score + bonus)
+                score += period_bonus
+            found[key] = c._replace(score=score / scale)
 
     def _count_access(self, chosen: Sequence[Candidate]) -> dict[str, StoredPoint]:
         """Count one access of each returned point; returns them as stored now, by id."""
