@@ -378,12 +378,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     latencies: list[float] = []
     ingest: list[dict[str, Any]] = []
     at_scale: dict[str, Any] = {}
+    defaults = HiragSettings()
     for run_index in range(args.runs):
         first = run_index == 0
         with tempfile.TemporaryDirectory(prefix="hirag-recall-") as tmp:
             parts = Hirag(Settings(server={"data_dir": Path(tmp)}))
             memory, counter = parts.contexts, parts.tokens.counter
-            defaults = memory.settings
+            defaults = memory.settings  # the defaults, with any from the environment
             this_run: list[Shares] = []
             try:
                 for conv in conversations:
@@ -417,7 +418,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 parts.close()
             per_run.append(summarize(this_run))
     retrievers = ["hirag-oz", *(f"without {lever}" for lever in LEVERS), *BASELINES]
-    default_settings = HiragSettings()
     return {
         "bench": "conversation_recall",
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -433,9 +433,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
             for name in retrievers
         },
-        "leave_one_out": leave_one_out(grid_rows, names, default_settings)
-        if len(names) > 1
-        else {},
+        "leave_one_out": leave_one_out(grid_rows, names, defaults) if len(names) > 1 else {},
         "runs": args.runs,
         "spread": spread(per_run),
         "search_latency": percentiles(latencies),
