@@ -25,7 +25,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ from hirag_oz.config import Settings
 from hirag_oz.embeddings.base import Embedder
 from hirag_oz.service import Hirag
 from hirag_oz.store.server import ServerStore
-from store_search import console, machine_info, make_queries, make_texts, percentiles, write_report
+from store_search import console, machine_info, make_queries, make_texts, percentiles, save_report
 
 
 def _settings(data_dir: Path) -> Settings:
@@ -183,10 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{b['search_idle']['p50_ms']} ms before ({b['search_p50_ratio']}x, "
         f"{b['searches_during']} searches); slowest write {b['slowest_write_ms']} ms"
     )
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = args.out or Path(__file__).parent / "results" / f"archive-{stamp}.json"
-    write_report(out, result)
-    console.print(f"wrote {out}", style="dim")
+    save_report("archive", result, args.out)
     return 0
 
 

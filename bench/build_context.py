@@ -42,7 +42,7 @@ from store_search import (
     make_queries,
     make_texts,
     percentiles,
-    write_report,
+    save_report,
 )
 
 TARGET_P95_MS = 60.0
@@ -165,10 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     console.print(table)
     console.print(f"builds that summarized / folded / dropped snippets: {b['builds_with']}")
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = args.out or Path(__file__).parent / "results" / f"build_context-{stamp}.json"
-    write_report(out, report)
-    console.print(f"wrote {out}")
+    save_report("build_context", report, args.out)
     return 0
 
 

@@ -52,7 +52,7 @@ from hirag_oz.config import HiragSettings, Settings
 from hirag_oz.memory.manager import HiRAG
 from hirag_oz.service import Hirag
 from hirag_oz.tokens import TokenCounter
-from store_search import console, machine_info, percentiles, write_report
+from store_search import console, machine_info, percentiles, save_report
 
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 RRF_K = 60
@@ -541,10 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = run(args)
     print_report(report)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = args.out or Path(__file__).parent / "results" / f"conversation_recall-{stamp}.json"
-    write_report(out, report)
-    console.print(f"wrote {out}")
+    save_report("conversation_recall", report, args.out)
     return 0
 
 

@@ -34,7 +34,7 @@ from hirag_oz.facts import Anchor, FactQuery, FactStore, NewFact
 from hirag_oz.facts.models import sentence
 from hirag_oz.service import Hirag
 from hirag_oz.store.edge import EdgeStore
-from store_search import SyntheticVectors, console, machine_info, percentiles, write_report
+from store_search import SyntheticVectors, console, machine_info, percentiles, save_report
 
 TARGET_RATIO = 0.8
 TARGET_P95_MS = 10.0
@@ -177,10 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"p95 <= {TARGET_P95_MS:g} ms: {p95_ok}",
     )
     console.print(table)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = args.out or Path(__file__).parent / "results" / f"facts-{stamp}.json"
-    write_report(out, report)
-    console.print(f"wrote {out}")
+    save_report("facts", report, args.out)
     return 0
 
 

@@ -33,7 +33,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ from hirag_oz.embeddings.onnx import OnnxMiniLMEmbedder, default_cache_dir
 from hirag_oz.service import Hirag
 from hirag_oz.sessions import NewMessage
 from hirag_oz.store.base import Condition, Filter
-from store_search import console, machine_info, percentiles, write_report
+from store_search import console, machine_info, percentiles, save_report
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "no summaries": {"summaries": False},
@@ -231,10 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "variants": results,
         "elapsed_s": round(time.perf_counter() - started, 1),
     }
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = args.out or Path(__file__).parent / "results" / f"session_replay-{stamp}.json"
-    write_report(out, report)
-    console.print(f"wrote {out}")
+    save_report("session_replay", report, args.out)
     return 0
 
 

@@ -1064,5 +1064,14 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
     path.write_text(json.dumps(report, indent=2) + "\n")
 
 
+def save_report(name: str, report: dict[str, Any], out: Path | None = None) -> Path:
+    """Writes `report` to `out`, or to bench/results/<name>-<UTC timestamp>.json, and says where."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = out or Path(__file__).parent / "results" / f"{name}-{stamp}.json"
+    write_report(path, report)
+    console.print(f"wrote {path}", style="dim")
+    return path
+
+
 if __name__ == "__main__":
     sys.exit(main())

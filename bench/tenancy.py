@@ -20,7 +20,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from hirag_oz.memory.models import NewContext
 from hirag_oz.service import Hirag
 from hirag_oz_client.catalogue import SEARCH_CONTEXTS
 from hirag_oz_client.models import SearchContextsRequest
-from store_search import console, machine_info, make_queries, make_texts, percentiles, write_report
+from store_search import console, machine_info, make_queries, make_texts, percentiles, save_report
 
 TARGET_RATIO = 1.10
 
@@ -93,10 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"p50 ratio {result['p50_ratio']}, p95 ratio {result['p95_ratio']} "
         f"(target p50 <= {TARGET_RATIO}): {'PASS' if ok else 'FAIL'}"
     )
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = args.out or Path(__file__).parent / "results" / f"tenancy-{stamp}.json"
-    write_report(out, result)
-    console.print(f"wrote {out}", style="dim")
+    save_report("tenancy", result, args.out)
     return 0
 
 
