@@ -85,10 +85,6 @@ def periods(query: str) -> list[Period]:
     return [period for _, period in sorted(found, key=lambda item: item[0])]
 
 
-def words(text: str) -> set[str]:
-    return {_plain(w) for w in _WORD.findall(text)}
-
-
 def _plain(word: str) -> str:
     return word.lower().replace("\u2019", "'")
 
