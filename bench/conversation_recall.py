@@ -267,26 +267,32 @@ def as_contexts(conv: Conversation, agent: str, session_prefix: str = "") -> lis
     ]
 
 
-def store_turns(parts: Hirag, conv: Conversation) -> dict[str, Any]:
+def store_turns(parts: Hirag, conv: Conversation) -> tuple[dict[str, Any], list[list[float]]]:
+    """Stores the conversation's turns; returns the ingest figures and the turns' vectors."""
     texts = [t.text for t in conv.turns]
     started = time.perf_counter()
-    parts.model.embed(texts)  # the model alone, without the cache
+    vectors = parts.model.embed(texts)  # the model alone, without the cache
     bare_s = time.perf_counter() - started
     items = as_contexts(conv, conv.name)
     started = time.perf_counter()
     parts.contexts.store_many(items)
     ingest_s = time.perf_counter() - started
-    return {
+    row = {
         "conversation": conv.name,
         "turns": len(items),
         "ingest_per_s": round(len(items) / ingest_s, 1),
         "bare_embedding_per_s": round(len(items) / bare_s, 1),
         "ratio": round(bare_s / ingest_s, 3),
     }
+    return row, vectors
 
 
 def latency_at_scale(
-    parts: Hirag, conversations: Sequence[Conversation], items: int, max_tokens: int
+    parts: Hirag,
+    conversations: Sequence[Conversation],
+    vectors: dict[str, list[list[float]]],
+    items: int,
+    max_tokens: int,
 ) -> dict[str, Any]:
     """Search latency over `items` contexts of one agent: the first conversation's agent is
     filled with copies of every conversation's turns (their stored vectors, in sessions of
@@ -295,7 +301,6 @@ def latency_at_scale(
     search's time includes embedding its query."""
     memory = parts.contexts
     target = conversations[0]
-    vectors = {c.name: parts.model.embed([t.text for t in c.turns]) for c in conversations}
     held = memory.count(agent_id=target.name)
     copy = 0
     while held < items:
@@ -378,6 +383,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     latencies: list[float] = []
     ingest: list[dict[str, Any]] = []
     at_scale: dict[str, Any] = {}
+    vectors: dict[str, list[list[float]]] = {}
     defaults = HiragSettings()
     for run_index in range(args.runs):
         first = run_index == 0
@@ -388,7 +394,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             this_run: list[Shares] = []
             try:
                 for conv in conversations:
-                    row = store_turns(parts, conv)
+                    row, vectors[conv.name] = store_turns(parts, conv)
                     if first:
                         ingest.append(row)
                     with_settings(memory, defaults, {})
@@ -404,16 +410,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         for value in values:
                             with_settings(memory, defaults, {setting: value})
                             grid_rows[setting][value] += ask(memory, conv, args.max_tokens)
-                    vectors = parts.model.embed([t.text for t in conv.turns])
                     for name, rows in baselines(
-                        conv, vectors, parts.model.embed, counter, args.max_tokens
+                        conv, vectors[conv.name], parts.model.embed, counter, args.max_tokens
                     ).items():
                         results[name] += rows
                     console.print(
                         f"{conv.name}: {len(conv.turns)} turns, {len(conv.questions)} questions"
                     )
                 if first and args.scale:
-                    at_scale = latency_at_scale(parts, conversations, args.scale, args.max_tokens)
+                    at_scale = latency_at_scale(
+                        parts, conversations, vectors, args.scale, args.max_tokens
+                    )
             finally:
                 parts.close()
             per_run.append(summarize(this_run))
